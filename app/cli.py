@@ -1,0 +1,38 @@
+"""The `astrovlm` command: one entry point, subcommands grouped by package.
+
+    astrovlm data ...      data_builders: simulate, import, build Q&A sets, preview
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from data_builders import cli as data_cli
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="astrovlm", description=__doc__.split("\n")[0])
+    root.add_argument("-v", "--verbose", action="store_true")
+    subparsers = root.add_subparsers(dest="command", required=True)
+    data_cli.register(subparsers)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError) as exc:  # user errors: one clear line, no traceback
+        print(f"astrovlm: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("astrovlm: interrupted; finished work is kept and a rerun resumes", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
