@@ -215,33 +215,35 @@ def _shard_len(config: BuildConfig, index: int) -> int:
 
 
 def _build_imported(config: BuildConfig, out: Path, progress: bool) -> None:
-    from data_builders.importers import import_records
+    """Stream the importer's records into shards of `shard_size`; each record the importer skipped is
+    listed, with its reason, in the shard being filled when it was skipped."""
+    from data_builders.importers import ImportStats, import_records
 
-    stream = import_records(config.importer, config.path, **config.import_options)
-    stats = getattr(stream, "stats", None)
+    stats = ImportStats()
+    stream = import_records(config.importer, config.path, stats=stats, **config.import_options)
     bar = tqdm(desc=f"import {config.importer}", unit="img", disable=not progress)
     chunk: list[Record] = []
-    index = 0
-    reported = Counter()
+    index = listed = 0
 
-    def flush(records: list[Record]) -> None:
-        nonlocal index
-        skipped = Counter(getattr(stats, "skipped_by_reason", {}) or {}) - reported
-        reported.update(skipped)
+    def flush() -> None:
+        nonlocal index, chunk, listed
+        skipped = Counter(f"{where}: {reason}" for where, reason in stats.skipped[listed:])
+        listed = len(stats.skipped)
         if not shard_done(out, index):
-            write_shard(config, index, records, skipped)
-        bar.update(len(records))
-        index += 1
+            write_shard(config, index, chunk, skipped)
+        bar.update(len(chunk))
+        index, chunk = index + 1, []
 
+    taken = 0
     for record in stream:
         chunk.append(record)
-        if len(chunk) == config.shard_size or index * config.shard_size + len(chunk) >= config.n:
-            flush(chunk)
-            chunk = []
-            if index * config.shard_size >= config.n:
-                break
+        taken += 1
+        if len(chunk) == config.shard_size or taken == config.n:
+            flush()
+        if taken == config.n:
+            break
     if chunk or index == 0:
-        flush(chunk)
+        flush()
     bar.close()
 
 

@@ -97,6 +97,15 @@ FAMILIES: dict[str, Family] = {
             box_classes=radio.SOURCE_CLASSES,
         ),
         Family(
+            "radio-first",
+            "radio",
+            ("FRI", "FRII", "Compact", "Bent"),
+            "single",
+            "FIRST radio galaxies of the firstgalaxydata package (real data, import only)",
+            None,
+            default_size=300,
+        ),
+        Family(
             "optical-gmnist",
             "optical",
             ("smooth_round", "smooth_cigar", "edge_on_disk", "unbarred_spiral"),

@@ -46,11 +46,19 @@ BLOCK = 1024  # images read from the HDF5 file at a time
 
 
 def read_galaxy_mnist(
-    path: str | Path, *, splits: Sequence[str] = SPLITS, strict: bool = False, stats: ImportStats | None = None
+    path: str | Path,
+    *,
+    splits: Sequence[str] = SPLITS,
+    strict: bool = False,
+    stats: ImportStats | None = None,
 ) -> Iterator[Record]:
     """Yield one record per GalaxyMNIST image; `splits` picks the files when `path` is a folder."""
     stats = ImportStats() if stats is None else stats
-    for file in _dataset_files(Path(path), splits):
+    return _read(_dataset_files(Path(path), splits), stats, strict)
+
+
+def _read(files: list[Path], stats: ImportStats, strict: bool) -> Iterator[Record]:
+    for file in files:
         if file.name.endswith(".parquet"):
             yield from _read_catalog(file, stats, strict)
         else:
@@ -98,10 +106,13 @@ def _read_hdf5(file: Path, stats: ImportStats, strict: bool) -> Iterator[Record]
         images, labels = _checked_datasets(h5, file)
         for start in range(0, len(labels), BLOCK):
             block = images[start : start + BLOCK]
-            for index, (pixels, code) in enumerate(zip(block, labels[start : start + BLOCK]), start):
+            for index, (pixels, code) in enumerate(
+                zip(block, labels[start : start + BLOCK], strict=True), start
+            ):
                 where = f"{file}#{index}"
                 if not 0 <= code < len(CLASSES):
-                    reject(stats, strict, where, "label outside the known set", f"code {code}; valid 0-3 {CLASSES}")
+                    detail = f"code {code}; valid 0-3 {CLASSES}"
+                    reject(stats, strict, where, "label outside the known set", detail)
                     continue
                 stats.read += 1
                 yield Record(
@@ -119,7 +130,7 @@ def _read_hdf5(file: Path, stats: ImportStats, strict: bool) -> Iterator[Record]
 def _checked_datasets(h5, file: Path):
     missing = [key for key in ("images", "labels") if key not in h5]
     if missing:
-        raise DatasetFormatError(file, f"HDF5 file has no {' or '.join(missing)} dataset (keys: {sorted(h5)})")
+        raise DatasetFormatError(file, f"HDF5 file has no {' or '.join(missing)} (keys: {sorted(h5)})")
     images, labels = h5["images"], np.asarray(h5["labels"][()])
     if images.ndim != 4 or images.shape[-1] != 3:
         raise DatasetFormatError(file, f"images have shape {images.shape}; expected (N, H, W, 3)")
@@ -143,7 +154,7 @@ def _read_catalog(file: Path, stats: ImportStats, strict: bool) -> Iterator[Reco
     split = _split_of(file.name)
     tag = split or slug(file.stem)
     names, values = table.column("filename").to_pylist(), table.column("label").to_pylist()
-    for index, (name, value) in enumerate(zip(names, values)):
+    for index, (name, value) in enumerate(zip(names, values, strict=True)):
         where = f"{file}#{index}"
         label = _class_of(value)
         if label is None:
@@ -179,11 +190,13 @@ def _read_catalog(file: Path, stats: ImportStats, strict: bool) -> Iterator[Reco
 
 
 def _class_of(value) -> str | None:
-    """A catalogue label: an integer code (also as text) or a class name."""
-    if isinstance(value, str) and value.strip() in CLASSES:
-        return value.strip()
-    try:
-        code = int(value)
-    except (TypeError, ValueError):
-        return None
-    return CLASSES[code] if 0 <= code < len(CLASSES) and code == value or str(code) == str(value).strip() else None
+    """A catalogue label: an integer code (also as text or a whole float) or a class name."""
+    if isinstance(value, str):
+        if value.strip() in CLASSES:
+            return value.strip()
+        value = int(value) if value.strip().isdigit() else None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and 0 <= value < len(CLASSES):
+        return CLASSES[int(value)]
+    return None
