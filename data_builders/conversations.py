@@ -115,7 +115,7 @@ def _presence(record: Record, family: Family, rng: random.Random):
     no = [t for t in things if t not in present]
     thing = rng.choice(yes if yes and (not no or rng.random() < 0.5) else no)
     template, question = _pick(rng, "presence", templates()["presence"])
-    answers = templates()["presence_answer"]["yes" if thing in present else "no"]
+    answers = templates()["presence_answer"]["present" if thing in present else "absent"]
     return template, question.format(name=name_of(thing)), rng.choice(answers).format(name=name_of(thing))
 
 

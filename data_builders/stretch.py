@@ -102,9 +102,12 @@ def radio_to_rgb(plane: np.ndarray) -> np.ndarray:
 def lupton_grz(image: np.ndarray, q: float = 8.0, stretch: float | None = None) -> np.ndarray:
     """(3, H, W) g,r,z fluxes -> (3, H, W) RGB in [0, 1] by Lupton et al. (2004) asinh colour mapping."""
     g, r, z = image
-    med = [background_stats(b)[0] for b in image]
+    stats = [background_stats(b) for b in image]
+    med = [m for m, _ in stats]
     if stretch is None:
-        stretch = max(float(np.percentile(r - med[1], 99.5)) / 2.0, 1e-6)
+        # Scale to the bright end of the source, but never below ~10 sigma of the sky, so that in a
+        # faint stamp the noise does not take the whole colour range.
+        stretch = max(float(np.percentile(r - med[1], 99.5)) / 2.0, 10.0 * stats[1][1], 1e-6)
     rgb = make_lupton_rgb(z - med[2], r - med[1], g - med[0], minimum=0.0, stretch=stretch, Q=q)
     return np.moveaxis(rgb, -1, 0).astype(np.float32) / 255.0
 

@@ -24,10 +24,20 @@ def exchanges(dialogue):
     return [(turns[i]["value"], turns[i + 1]["value"]) for i in range(0, len(turns) - 1, 2)]
 
 
-@pytest.mark.parametrize("name", sorted(FAMILIES))
+@pytest.mark.parametrize("name", sorted(n for n, f in FAMILIES.items() if f.simulate))
 def test_every_family_gets_well_formed_dialogues(name):
-    record = simulated(name)
-    dialogues = build_dialogues(record, get_family(name), seed=0, n=12)
+    assert_well_formed(simulated(name))
+
+
+def test_real_first_images_get_well_formed_dialogues():
+    from data_builders.importers import read_first
+
+    record = next(iter(read_first(family="radio-first")))
+    assert_well_formed(record)
+
+
+def assert_well_formed(record: Record):
+    dialogues = build_dialogues(record, get_family(record.family), seed=0, n=12)
     assert len(dialogues) == 12
     for d in dialogues:
         assert d.turns[0]["from"] == "human" and d.turns[0]["value"].startswith(IMAGE_TOKEN + "\n")
@@ -67,14 +77,14 @@ def test_box_and_count_answers_match_the_boxes():
     seen = set()
     for seed in range(40):
         for d in build_dialogues(record, family, seed, n=4, kinds=("boxes", "count")):
-            for question, answer in exchanges(d):
-                if "compact" in question and d.template.startswith("boxes"):
+            for (question, answer), template in zip(exchanges(d), d.template.split("+")):
+                if "compact" in question and template.startswith("boxes"):
                     assert answer.splitlines() == ["[0.05, 0.20, 0.15, 0.40]", "[0.50, 0.50, 0.60, 0.70]"]
                     seen.add("boxes")
-                if "compact" in question and d.template.startswith("count"):
+                if "compact" in question and template.startswith("count"):
                     assert answer == "2"
                     seen.add("count")
-                if "FR-II" in question and d.template.startswith("count"):
+                if "FR-II" in question and template.startswith("count"):
                     assert answer == "1"
     assert seen == {"boxes", "count"}
 
