@@ -107,7 +107,7 @@ def _detail_sentences(record: Record) -> list[str]:
     if "PECULIAR" in record.labels:
         out.append("Its morphology is unusual for a radio source.")
     size = p.get("largest_angular_size_arcsec")
-    if isinstance(size, (int, float)) and size > 0:
+    if isinstance(size, (int, float)) and size > 0 and p.get("morphology") != "compact sources only":
         out.append(f"The main source spans about {size:.0f} arcsec.")
     if isinstance(p.get("g_r"), (int, float)):
         out.append(f"Its colour is {'red' if p['g_r'] > 0.6 else 'blue'} (g-r = {p['g_r']:.2f}).")
