@@ -1,6 +1,7 @@
 """The `astrovlm` command: one entry point, subcommands grouped by package.
 
-    astrovlm data ...      data_builders: simulate, import, build Q&A sets, preview
+astrovlm data ...      data_builders: simulate, import, build Q&A sets, preview
+astrovlm lvm ...       vlm.lvm: pretrain the domain vision model
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import logging
 import sys
 
 from data_builders import cli as data_cli
+from vlm.lvm import cli as lvm_cli
 
 
 def parser() -> argparse.ArgumentParser:
@@ -17,12 +19,15 @@ def parser() -> argparse.ArgumentParser:
     root.add_argument("-v", "--verbose", action="store_true")
     subparsers = root.add_subparsers(dest="command", required=True)
     data_cli.register(subparsers)
+    lvm_cli.register(subparsers)
     return root
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
+    )
     try:
         args.func(args)
     except (ValueError, FileNotFoundError) as exc:  # user errors: one clear line, no traceback

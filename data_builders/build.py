@@ -73,22 +73,29 @@ class BuildConfig:
 def features():
     from datasets import Features, Image, List, Value
 
-    box = {"label": Value("string"), "x0": Value("float32"), "y0": Value("float32"),
-           "x1": Value("float32"), "y1": Value("float32")}
-    return Features({
-        "id": Value("string"),
-        "image": Image(),
-        "family": Value("string"),
-        "domain": Value("string"),
-        "labels": List(Value("string")),
-        "boxes": List(box),  # normalised to [0, 1], origin top-left
-        "params": Value("string"),  # JSON of the physical parameters
-        "conversations": List(List({"from": Value("string"), "value": Value("string")})),
-        "templates": List(Value("string")),
-        "origin": Value("string"),
-        "width": Value("int32"),
-        "height": Value("int32"),
-    })
+    box = {
+        "label": Value("string"),
+        "x0": Value("float32"),
+        "y0": Value("float32"),
+        "x1": Value("float32"),
+        "y1": Value("float32"),
+    }
+    return Features(
+        {
+            "id": Value("string"),
+            "image": Image(),
+            "family": Value("string"),
+            "domain": Value("string"),
+            "labels": List(Value("string")),
+            "boxes": List(box),  # normalised to [0, 1], origin top-left
+            "params": Value("string"),  # JSON of the physical parameters
+            "conversations": List(List({"from": Value("string"), "value": Value("string")})),
+            "templates": List(Value("string")),
+            "origin": Value("string"),
+            "width": Value("int32"),
+            "height": Value("int32"),
+        }
+    )
 
 
 def png_bytes(rgb: np.ndarray) -> bytes:
@@ -107,7 +114,9 @@ def record_to_row(record: Record, family: Family, config: BuildConfig) -> dict:
         "family": record.family,
         "domain": record.domain,
         "labels": list(record.labels),
-        "boxes": [dict(zip(("x0", "y0", "x1", "y1"), b.normalised(w, h)), label=b.label) for b in record.boxes],
+        "boxes": [
+            dict(zip(("x0", "y0", "x1", "y1"), b.normalised(w, h)), label=b.label) for b in record.boxes
+        ],
         "params": json.dumps(record.params, default=float),
         "conversations": [d.turns for d in dialogues],
         "templates": [d.template for d in dialogues],
@@ -121,10 +130,14 @@ def simulated_records(config: BuildConfig, start: int, stop: int) -> Iterator[Re
     family = get_family(config.family)
     size = config.size or family.default_size
     for i in range(start, stop):
-        yield family.simulate(np.random.default_rng([config.seed, i]), size, f"{family.name}-{config.seed}-{i:07d}")
+        yield family.simulate(
+            np.random.default_rng([config.seed, i]), size, f"{family.name}-{config.seed}-{i:07d}"
+        )
 
 
-def write_shard(config: BuildConfig, index: int, records: Iterable[Record], skipped: Counter | None = None) -> dict:
+def write_shard(
+    config: BuildConfig, index: int, records: Iterable[Record], skipped: Counter | None = None
+) -> dict:
     """Render, converse and write one shard atomically; return its counts."""
     from datasets import Dataset
 
@@ -134,7 +147,9 @@ def write_shard(config: BuildConfig, index: int, records: Iterable[Record], skip
     families: dict[str, Family] = {}
     for record in records:
         try:
-            family = families.get(record.family) or families.setdefault(record.family, family_for(record, config))
+            family = families.get(record.family) or families.setdefault(
+                record.family, family_for(record, config)
+            )
             row = record_to_row(record, family, config)
         except ValueError as exc:  # a record that cannot be rendered or conversed: counted, not fatal
             skipped[f"{record.id}: {exc}"] += 1
@@ -175,7 +190,9 @@ def family_for(record: Record, config: BuildConfig) -> Family:
 def _simulated_shard(args: tuple[BuildConfig, int]) -> dict:
     config, index = args
     start = index * config.shard_size
-    return write_shard(config, index, simulated_records(config, start, min(start + config.shard_size, config.n)))
+    return write_shard(
+        config, index, simulated_records(config, start, min(start + config.shard_size, config.n))
+    )
 
 
 def shard_done(out: Path, index: int) -> bool:
@@ -198,8 +215,13 @@ def build(config: BuildConfig, progress: bool = True) -> dict:
 def _build_simulated(config: BuildConfig, out: Path, progress: bool) -> None:
     n_shards = -(-config.n // config.shard_size)
     todo = [i for i in range(n_shards) if not shard_done(out, i)]
-    bar = tqdm(total=config.n, initial=config.n - sum(_shard_len(config, i) for i in todo),
-               desc=f"build {config.family}", unit="img", disable=not progress)
+    bar = tqdm(
+        total=config.n,
+        initial=config.n - sum(_shard_len(config, i) for i in todo),
+        desc=f"build {config.family}",
+        unit="img",
+        disable=not progress,
+    )
     if config.num_proc == 1:
         for i in todo:
             bar.update(_simulated_shard((config, i))["records"])
@@ -256,15 +278,23 @@ def _check_resume(out: Path, config: BuildConfig) -> None:
         before.pop("num_proc", None)
         if before != asked:
             changed = sorted(k for k in asked if before.get(k) != asked[k])
-            raise ValueError(f"{out} holds a build with other settings ({', '.join(changed)}); use another --out")
+            raise ValueError(
+                f"{out} holds a build with other settings ({', '.join(changed)}); use another --out"
+            )
     else:
         saved.write_text(json.dumps(asked, indent=2))
 
 
 def write_manifest(config: BuildConfig, out: Path, seconds: float) -> dict:
     shards = sorted(out.glob("shard-*.json"))
-    totals = {"records": 0, "dialogues": 0, "labels": Counter(), "templates": Counter(), "kinds": Counter(),
-              "skipped": Counter()}
+    totals = {
+        "records": 0,
+        "dialogues": 0,
+        "labels": Counter(),
+        "templates": Counter(),
+        "kinds": Counter(),
+        "skipped": Counter(),
+    }
     for path in shards:
         stats = json.loads(path.read_text())
         totals["records"] += stats["records"]

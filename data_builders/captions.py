@@ -82,13 +82,20 @@ def _content_sentence(record: Record, rng: random.Random) -> str:
     kind = "radio" if record.domain == "radio" else "optical g,r,z"
     main = next((MAIN_OBJECT[label] for label in record.labels if label in MAIN_OBJECT), None)
     if main is not None:
-        opener = rng.choice(["This {kind} image shows {main}.", "The {kind} image is centred on {main}.",
-                             "A {kind} cutout of {main}."])
+        opener = rng.choice(
+            [
+                "This {kind} image shows {main}.",
+                "The {kind} image is centred on {main}.",
+                "A {kind} cutout of {main}.",
+            ]
+        )
         return opener.format(kind=kind, main=main)
     if record.family == "radio-b2" and record.labels:
         c, p = record.labels[0].split("-")
-        return (f"This radio image is centred on a source with {NUMBERS[int(c[0])]} separate component(s) "
-                f"and {NUMBERS[int(p[0])]} intensity peak(s), class {record.labels[0]}.")
+        return (
+            f"This radio image is centred on a source with {NUMBERS[int(c[0])]} separate component(s) "
+            f"and {NUMBERS[int(p[0])]} intensity peak(s), class {record.labels[0]}."
+        )
     counts = Counter(box.label for box in record.boxes)
     if counts:
         parts = [count_phrase(label, n) for label, n in counts.most_common()]
@@ -101,7 +108,9 @@ def _detail_sentences(record: Record) -> list[str]:
     notable = [b for b in record.boxes if b.label not in ("compact", "star")]
     if record.boxes and notable and record.family not in ("radio-b2",):
         first = max(notable, key=lambda b: (b.x1 - b.x0) * (b.y1 - b.y0))
-        out.append(f"The most prominent {SINGULAR.get(first.label, (first.label,))[0]} lies in {where(record, first)}.")
+        out.append(
+            f"The most prominent {SINGULAR.get(first.label, (first.label,))[0]} lies in {where(record, first)}."
+        )
     if "ring-artefact" in {b.label for b in record.boxes}:
         out.append("Concentric ring-shaped artefacts surround the brightest source.")
     if "PECULIAR" in record.labels:

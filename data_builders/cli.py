@@ -1,10 +1,10 @@
 """`astrovlm data ...`: build, preview and export data sets.
 
-    astrovlm data families
-    astrovlm data build --family radio-b1 --n 500 --out OUT [--seed 0] [--num-proc 2] [--size 128]
-    astrovlm data build --import galaxy-mnist --path train_dataset.hdf5 --out OUT
-    astrovlm data preview --family radio-b6 --out sheet.png      (--family all --out DIR: one sheet each)
-    astrovlm data export-llava OUT LLAVA_DIR
+astrovlm data families
+astrovlm data build --family radio-b1 --n 500 --out OUT [--seed 0] [--num-proc 2] [--size 128]
+astrovlm data build --import galaxy-mnist --path train_dataset.hdf5 --out OUT
+astrovlm data preview --family radio-b6 --out sheet.png      (--family all --out DIR: one sheet each)
+astrovlm data export-llava OUT LLAVA_DIR
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     data = subparsers.add_parser("data", help="build, preview and export data sets")
     commands = data.add_subparsers(dest="data_command", required=True)
 
-    commands.add_parser("families", help="list the data families and their classes").set_defaults(func=families)
+    commands.add_parser("families", help="list the data families and their classes").set_defaults(
+        func=families
+    )
 
     build = commands.add_parser("build", help="simulate or import records and write a Q&A dataset")
     source = build.add_mutually_exclusive_group(required=True)
@@ -33,8 +35,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--num-proc", type=int, default=1)
     build.add_argument("--dialogues", type=int, default=4, help="dialogues per image")
     build.add_argument("--kinds", help="comma-separated conversation kinds (default: all)")
-    build.add_argument("--option", action="append", default=[], metavar="KEY=JSON",
-                       help="an importer option, e.g. --option keep_hybrid=true")
+    build.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help="an importer option, e.g. --option keep_hybrid=true",
+    )
     build.set_defaults(func=run_build)
 
     preview = commands.add_parser("preview", help="write a contact sheet PNG of a simulated family")
@@ -71,13 +78,24 @@ def run_build(args) -> None:
         except json.JSONDecodeError:
             options[key] = value
     config = BuildConfig(
-        out=args.out, family=args.family, n=args.n, importer=args.importer, path=args.path, seed=args.seed,
-        size=args.size, shard_size=args.shard_size, num_proc=args.num_proc, dialogues_per_image=args.dialogues,
-        kinds=tuple(args.kinds.split(",")) if args.kinds else KINDS, import_options=options,
+        out=args.out,
+        family=args.family,
+        n=args.n,
+        importer=args.importer,
+        path=args.path,
+        seed=args.seed,
+        size=args.size,
+        shard_size=args.shard_size,
+        num_proc=args.num_proc,
+        dialogues_per_image=args.dialogues,
+        kinds=tuple(args.kinds.split(",")) if args.kinds else KINDS,
+        import_options=options,
     )
     manifest = build(config)
-    print(f"{manifest['records']} images, {manifest['dialogues']} dialogues, {manifest['skipped']} skipped "
-          f"-> {args.out} ({manifest['seconds']} s)")
+    print(
+        f"{manifest['records']} images, {manifest['dialogues']} dialogues, {manifest['skipped']} skipped "
+        f"-> {args.out} ({manifest['seconds']} s)"
+    )
     print("per class:", json.dumps(manifest["per_class"]))
     if manifest["skipped"]:
         print("skipped:", json.dumps(manifest["skipped_reasons"], indent=1))
@@ -90,7 +108,11 @@ def run_preview(args) -> None:
         for path in preview_all(args.out, n=args.n, seed=args.seed):
             print(path)
     else:
-        print(family_sheet(args.family, Path(args.out), n=args.n, seed=args.seed, size=args.size, boxes=args.boxes))
+        print(
+            family_sheet(
+                args.family, Path(args.out), n=args.n, seed=args.seed, size=args.size, boxes=args.boxes
+            )
+        )
 
 
 def run_export(args) -> None:

@@ -52,7 +52,12 @@ def format_box(box, width: int, height: int) -> str:
 
 
 def build_dialogues(
-    record: Record, family: Family, seed: int, n: int = 4, kinds: tuple[str, ...] = KINDS, max_exchanges: int = 3
+    record: Record,
+    family: Family,
+    seed: int,
+    n: int = 4,
+    kinds: tuple[str, ...] = KINDS,
+    max_exchanges: int = 3,
 ) -> list[Dialogue]:
     """`n` dialogues about one record; each has 1..max_exchanges Q&A exchanges, or one tool exchange."""
     unknown = set(kinds) - set(KINDS)
@@ -70,7 +75,11 @@ def build_dialogues(
             exchanges = [makers[k](record, family, rng) for k in chosen]
             exchanges = [e for e in exchanges if e is not None] or [_describe(record, family, rng)]
             template = "+".join(t for t, _, _ in exchanges)
-            turns = [t for _, q, a in exchanges for t in ({"from": "human", "value": q}, {"from": "gpt", "value": a})]
+            turns = [
+                t
+                for _, q, a in exchanges
+                for t in ({"from": "human", "value": q}, {"from": "gpt", "value": a})
+            ]
         turns[0]["value"] = f"{IMAGE_TOKEN}\n{turns[0]['value']}"
         dialogues.append(Dialogue(template, turns))
     return dialogues
@@ -128,7 +137,9 @@ def _boxes(record: Record, family: Family, rng: random.Random):
     template, question = _pick(rng, "boxes", templates()["boxes"])
     boxes = [b for b in record.boxes if b.label == thing]
     if boxes:
-        answer = "\n".join(format_box(b, record.width, record.height) for b in sorted(boxes, key=lambda b: (b.y0, b.x0)))
+        answer = "\n".join(
+            format_box(b, record.width, record.height) for b in sorted(boxes, key=lambda b: (b.y0, b.x0))
+        )
     else:
         answer = rng.choice(templates()["boxes_none"]).format(name=name_of(thing))
     return template, question.format(name=name_of(thing)), answer
@@ -160,7 +171,11 @@ def _tool(record: Record, family: Family, rng: random.Random) -> tuple[str, list
     if name == "detect_sources":
         arguments = {"min_score": 0.5}
         detections = [
-            {"label": b.label, "box": [round(v, 1) for v in (b.x0, b.y0, b.x1, b.y1)], "score": round(rng.uniform(0.6, 0.99), 2)}
+            {
+                "label": b.label,
+                "box": [round(v, 1) for v in (b.x0, b.y0, b.x1, b.y1)],
+                "score": round(rng.uniform(0.6, 0.99), 2),
+            }
             for b in record.boxes
         ]
         result = {"detections": detections}
@@ -169,7 +184,9 @@ def _tool(record: Record, family: Family, rng: random.Random) -> tuple[str, list
             counts[b.label] = counts.get(b.label, 0) + 1
         summary = summary_template.format(
             n=len(detections),
-            summary=join_phrases([f"{n} {SINGULAR.get(k, (k, k))[n != 1]}" for k, n in sorted(counts.items())]),
+            summary=join_phrases(
+                [f"{n} {SINGULAR.get(k, (k, k))[n != 1]}" for k, n in sorted(counts.items())]
+            ),
         )
     elif name == "classify_morphology":
         arguments = {"scheme": family.name}
@@ -185,14 +202,21 @@ def _tool(record: Record, family: Family, rng: random.Random) -> tuple[str, list
         result = image_stats(record.image, record.bands)
         result = {k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}
         summary = summary_template.format(
-            width=result["width"], height=result["height"], bands=len(result["bands"]),
-            noise=result["noise"], peak=result["peak"], dr=result["dynamic_range"],
+            width=result["width"],
+            height=result["height"],
+            bands=len(result["bands"]),
+            noise=result["noise"],
+            peak=result["peak"],
+            dr=result["dynamic_range"],
         )
     else:  # find_similar over a gallery of the same family; ids stand for gallery entries
         k = rng.choice([3, 5])
         arguments = {"k": k}
         neighbours = [
-            {"id": f"{family.name}-{rng.randrange(10**6):06d}", "similarity": round(0.95 - 0.04 * j - rng.random() * 0.02, 3)}
+            {
+                "id": f"{family.name}-{rng.randrange(10**6):06d}",
+                "similarity": round(0.95 - 0.04 * j - rng.random() * 0.02, 3),
+            }
             for j in range(k)
         ]
         result = {"neighbours": neighbours}

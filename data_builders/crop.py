@@ -31,8 +31,9 @@ def main_source_box(image: np.ndarray, k: float = 2.0) -> tuple[int, int, int, i
     return int(ys.min()), int(xs.min()), int(ys.max()) + 1, int(xs.max()) + 1
 
 
-def adaptive_crop(image: np.ndarray, out_size: int, margin: float = 0.25, k: float = 2.0,
-                  min_fraction: float = 0.25) -> np.ndarray:
+def adaptive_crop(
+    image: np.ndarray, out_size: int, margin: float = 0.25, k: float = 2.0, min_fraction: float = 0.25
+) -> np.ndarray:
     """Square crop around the main source, `margin` of its size on each side, resized to out_size."""
     if image.ndim != 3:
         raise ValueError(f"expected (C, H, W), got shape {image.shape}")
@@ -48,5 +49,10 @@ def adaptive_crop(image: np.ndarray, out_size: int, margin: float = 0.25, k: flo
     top = int(np.clip(round(cy - side / 2), 0, h - side))
     left = int(np.clip(round(cx - side / 2), 0, w - side))
     crop = image[:, top : top + side, left : left + side]
-    return resize(crop, (image.shape[0], out_size, out_size), order=1, anti_aliasing=side > out_size,
-                  preserve_range=True).astype(np.float32)
+    return resize(
+        crop,
+        (image.shape[0], out_size, out_size),
+        order=1,
+        anti_aliasing=side > out_size,
+        preserve_range=True,
+    ).astype(np.float32)

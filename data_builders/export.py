@@ -30,8 +30,14 @@ def export_llava(built: str | Path, out: str | Path, progress: bool = True) -> P
             image_path = Path("images") / f"{row['id']}.png"
             (out / image_path).write_bytes(row["image"]["bytes"])
             for j, turns in enumerate(row["conversations"]):
-                entries.append({"id": f"{row['id']}-{j}", "image": str(image_path), "conversations": turns,
-                                "template": row["templates"][j]})
+                entries.append(
+                    {
+                        "id": f"{row['id']}-{j}",
+                        "image": str(image_path),
+                        "conversations": turns,
+                        "template": row["templates"][j],
+                    }
+                )
     target = out / "llava.json"
     target.write_text(json.dumps(entries, indent=1))
     return target

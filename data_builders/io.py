@@ -63,7 +63,9 @@ class AstroImage:
     format: str = ""
 
 
-def read_image(source: str | Path | bytes, name: str | None = None, limits: ReadLimits = ReadLimits()) -> AstroImage:
+def read_image(
+    source: str | Path | bytes, name: str | None = None, limits: ReadLimits = ReadLimits()
+) -> AstroImage:
     """Read PNG/JPEG/TIFF/FITS/NPY from a path or from bytes into an `AstroImage`."""
     if isinstance(source, (str, Path)):
         path = Path(source)
@@ -85,13 +87,17 @@ def read_image(source: str | Path | bytes, name: str | None = None, limits: Read
     fmt = sniff_format(raw)
     if fmt is None:
         raise ImageReadError(name, "not a PNG, JPEG, TIFF, FITS or NPY file (unrecognised header bytes)")
-    reader = {"png": _read_pil, "jpeg": _read_pil, "tiff": _read_pil, "fits": _read_fits, "npy": _read_npy}[fmt]
+    reader = {"png": _read_pil, "jpeg": _read_pil, "tiff": _read_pil, "fits": _read_fits, "npy": _read_npy}[
+        fmt
+    ]
     try:
         image = reader(raw, name, limits)
     except ImageReadError:
         raise
     except Exception as exc:  # a library's own error on a corrupt or truncated file
-        raise ImageReadError(name, f"corrupt or truncated {fmt.upper()} ({type(exc).__name__}: {exc})") from exc
+        raise ImageReadError(
+            name, f"corrupt or truncated {fmt.upper()} ({type(exc).__name__}: {exc})"
+        ) from exc
     image.name, image.format = name, fmt
     return image
 
@@ -136,12 +142,18 @@ def _read_fits(raw: bytes, name: str, limits: ReadLimits) -> AstroImage:
         while len(shape) > 2 and shape[0] == 1:
             shape = shape[1:]
         if len(shape) > 3:
-            raise ImageReadError(name, f"FITS data has shape {shape}; only 2-D or 3-D (planes, y, x) images are read")
+            raise ImageReadError(
+                name, f"FITS data has shape {shape}; only 2-D or 3-D (planes, y, x) images are read"
+            )
         _check_plane(name, shape[-2], shape[-1], limits)
         data = np.asarray(hdu.data, dtype=np.float32).reshape(shape)
     data = data[None] if data.ndim == 2 else data
     data = data[:, ::-1, :].copy()  # FITS rows run bottom-up; the internal form is top-down like PNG
-    default = (str(header.get("FILTER", "I")),) if data.shape[0] == 1 else tuple(f"b{i}" for i in range(data.shape[0]))
+    default = (
+        (str(header.get("FILTER", "I")),)
+        if data.shape[0] == 1
+        else tuple(f"b{i}" for i in range(data.shape[0]))
+    )
     bands = tuple(str(header.get(f"BAND{i + 1}", band)) for i, band in enumerate(default))
     scale = None
     with warnings.catch_warnings():
@@ -181,10 +193,13 @@ def _read_npy(raw: bytes, name: str, limits: ReadLimits) -> AstroImage:
 
 def _check_plane(name: str, height: int, width: int, limits: ReadLimits) -> None:
     if height < limits.min_side or width < limits.min_side:
-        raise ImageReadError(name, f"image is {width}x{height} pixels; each side must be at least {limits.min_side}")
+        raise ImageReadError(
+            name, f"image is {width}x{height} pixels; each side must be at least {limits.min_side}"
+        )
     if height * width > limits.max_pixels:
         raise ImageReadError(
-            name, f"image is {width}x{height} = {width * height} pixels, over the limit of {limits.max_pixels}"
+            name,
+            f"image is {width}x{height} = {width * height} pixels, over the limit of {limits.max_pixels}",
         )
 
 

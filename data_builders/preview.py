@@ -1,6 +1,6 @@
 """Pictures for people: preview PNGs of one image and contact sheets of a family.
 
-    astrovlm data preview --family radio-b6 --out sheet.png     # or --family all --out DIR
+astrovlm data preview --family radio-b6 --out sheet.png     # or --family all --out DIR
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from data_builders.records import Record  # noqa: E402
 from data_builders.stretch import render_rgb  # noqa: E402
 
 
-def contact_sheet(records: list[Record], out: str | Path, title: str = "", columns: int = 6, boxes: bool = False) -> Path:
+def contact_sheet(
+    records: list[Record], out: str | Path, title: str = "", columns: int = 6, boxes: bool = False
+) -> Path:
     """A grid of rendered records with their labels; `boxes` draws each source's box."""
     if not records:
         raise ValueError("no records to show")
@@ -32,8 +34,11 @@ def contact_sheet(records: list[Record], out: str | Path, title: str = "", colum
         ax.set_title(", ".join(record.labels) or "-", fontsize=8)
         if boxes:
             for b in record.boxes:
-                ax.add_patch(Rectangle((b.x0 - 0.5, b.y0 - 0.5), b.x1 - b.x0, b.y1 - b.y0,
-                                       fill=False, lw=0.6, ec="cyan"))
+                ax.add_patch(
+                    Rectangle(
+                        (b.x0 - 0.5, b.y0 - 0.5), b.x1 - b.x0, b.y1 - b.y0, fill=False, lw=0.6, ec="cyan"
+                    )
+                )
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     out = Path(out)
@@ -43,8 +48,9 @@ def contact_sheet(records: list[Record], out: str | Path, title: str = "", colum
     return out
 
 
-def family_sheet(name: str, out: str | Path, n: int = 24, seed: int = 0, size: int | None = None,
-                 boxes: bool = False) -> Path:
+def family_sheet(
+    name: str, out: str | Path, n: int = 24, seed: int = 0, size: int | None = None, boxes: bool = False
+) -> Path:
     """Draw `n` records of a simulated family (sorted by label so classes sit together) into a sheet."""
     family = get_family(name)
     if family.simulate is None:
@@ -58,5 +64,8 @@ def family_sheet(name: str, out: str | Path, n: int = 24, seed: int = 0, size: i
 
 def preview_all(out_dir: str | Path, n: int = 24, seed: int = 0) -> list[Path]:
     out_dir = Path(out_dir)
-    return [family_sheet(name, out_dir / f"{name}.png", n=n, seed=seed, boxes=name.endswith("field"))
-            for name in list_families() if get_family(name).simulate is not None]
+    return [
+        family_sheet(name, out_dir / f"{name}.png", n=n, seed=seed, boxes=name.endswith("field"))
+        for name in list_families()
+        if get_family(name).simulate is not None
+    ]

@@ -64,7 +64,9 @@ class Record:
         if self.domain not in DOMAINS:
             raise ValueError(f"unknown domain {self.domain!r}; valid: {DOMAINS}")
         if self.image.ndim != 3 or self.image.dtype != np.float32:
-            raise ValueError(f"record {self.id}: image must be float32 (C, H, W), got {self.image.dtype} {self.image.shape}")
+            raise ValueError(
+                f"record {self.id}: image must be float32 (C, H, W), got {self.image.dtype} {self.image.shape}"
+            )
         if self.image.shape[0] != len(self.bands):
             raise ValueError(f"record {self.id}: {self.image.shape[0]} channels but bands {self.bands}")
         self.labels = tuple(self.labels)

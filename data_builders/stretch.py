@@ -116,7 +116,10 @@ DISPLAY_BANDS = ("R", "G", "B")
 
 
 def render_rgb(
-    image: np.ndarray, domain: str | None = None, bands: tuple[str, ...] | None = None, stretch: str | None = None
+    image: np.ndarray,
+    domain: str | None = None,
+    bands: tuple[str, ...] | None = None,
+    stretch: str | None = None,
 ) -> np.ndarray:
     """(C, H, W) image -> (H, W, 3) uint8 for display and as the model's input.
 

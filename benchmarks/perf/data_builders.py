@@ -49,9 +49,26 @@ def build_peak_rss(n_images: int, dialogues: int) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
         subprocess.run(
-            [sys.executable, "-m", "app.cli", "data", "build", "--family", "radio-b1", "--n", str(n_images),
-             "--dialogues", str(dialogues), "--num-proc", "2", "--out", out],
-            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "app.cli",
+                "data",
+                "build",
+                "--family",
+                "radio-b1",
+                "--n",
+                str(n_images),
+                "--dialogues",
+                str(dialogues),
+                "--num-proc",
+                "2",
+                "--out",
+                out,
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         seconds = time.perf_counter() - start
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # Linux reports kB
@@ -74,8 +91,14 @@ def main() -> None:
     rows.append(("conversations from labels", f"{rate:,.0f} conv/s", ">= 5,000", rate >= 5000))
     n_images, dialogues = (1000, 10) if args.quick else (10000, 10)
     peak_mb, seconds = build_peak_rss(n_images, dialogues)
-    rows.append((f"build {n_images * dialogues:,} conversations (2 procs, {seconds:.0f} s)",
-                 f"{peak_mb:,.0f} MB peak RSS", "<= 2,048 MB", peak_mb <= 2048))
+    rows.append(
+        (
+            f"build {n_images * dialogues:,} conversations (2 procs, {seconds:.0f} s)",
+            f"{peak_mb:,.0f} MB peak RSS",
+            "<= 2,048 MB",
+            peak_mb <= 2048,
+        )
+    )
     width = max(len(r[0]) for r in rows)
     print(f"{'measure':{width}}  {'value':>18}  {'target':>12}  ok")
     for what, value, target, ok in rows:

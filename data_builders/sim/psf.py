@@ -42,7 +42,9 @@ def convolve(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     return fftconvolve(image, kernel, mode="same", axes=(-2, -1)).astype(np.float32)
 
 
-def correlated_noise(rng: np.random.Generator, shape: tuple[int, int], beam: np.ndarray, rms: float) -> np.ndarray:
+def correlated_noise(
+    rng: np.random.Generator, shape: tuple[int, int], beam: np.ndarray, rms: float
+) -> np.ndarray:
     """White noise convolved with the beam, rescaled so that its standard deviation is `rms`."""
     noise = convolve(rng.standard_normal(shape, dtype=np.float32), beam)
     return (noise * (rms / max(float(noise.std()), 1e-12))).astype(np.float32)

@@ -62,8 +62,12 @@ def test_resume_with_other_settings_is_refused(tmp_path):
 
 @pytest.mark.parametrize(
     ("kw", "match"),
-    [({"family": None}, "exactly one"), ({"n": 0}, ">= 1"), ({"family": "radio-b9"}, "valid"),
-     ({"kinds": ("poetry",)}, "valid")],
+    [
+        ({"family": None}, "exactly one"),
+        ({"n": 0}, ">= 1"),
+        ({"family": "radio-b9"}, "valid"),
+        ({"kinds": ("poetry",)}, "valid"),
+    ],
 )
 def test_bad_configs(tmp_path, kw, match):
     with pytest.raises(ValueError, match=match):
@@ -83,14 +87,32 @@ def test_llava_export(tmp_path):
 
 def test_cli_build_preview_and_errors(tmp_path):
     cli = [sys.executable, "-m", "app.cli", "data"]
-    done = subprocess.run([*cli, "build", "--family", "optical-gmnist", "--n", "6", "--size", "64",
-                           "--out", str(tmp_path / "set")], capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            *cli,
+            "build",
+            "--family",
+            "optical-gmnist",
+            "--n",
+            "6",
+            "--size",
+            "64",
+            "--out",
+            str(tmp_path / "set"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     assert "6 images, 24 dialogues, 0 skipped" in done.stdout
-    done = subprocess.run([*cli, "preview", "--family", "radio-b2", "--n", "6", "--out", str(tmp_path / "s.png")],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [*cli, "preview", "--family", "radio-b2", "--n", "6", "--out", str(tmp_path / "s.png")],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     assert Image.open(tmp_path / "s.png").size[0] > 300
-    done = subprocess.run([*cli, "build", "--family", "nope", "--out", str(tmp_path / "x")], capture_output=True,
-                          text=True)
+    done = subprocess.run(
+        [*cli, "build", "--family", "nope", "--out", str(tmp_path / "x")], capture_output=True, text=True
+    )
     assert done.returncode == 2 and "unknown family 'nope'" in done.stderr and "Traceback" not in done.stderr

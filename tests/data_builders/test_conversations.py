@@ -15,8 +15,9 @@ from data_builders.records import Box, Record
 
 def simulated(name: str, i: int = 0) -> Record:
     family = get_family(name)
-    return family.simulate(np.random.default_rng([7, i]), family.default_size if name != "optical-field" else 128,
-                           f"{name}-{i}")
+    return family.simulate(
+        np.random.default_rng([7, i]), family.default_size if name != "optical-field" else 128, f"{name}-{i}"
+    )
 
 
 def exchanges(dialogue):
@@ -54,7 +55,9 @@ def test_deterministic_by_seed_and_varied_across_records():
     assert [d.turns for d in first] == [d.turns for d in again]
     other_seed = build_dialogues(record, family, seed=4, n=6)
     assert [d.turns for d in first] != [d.turns for d in other_seed]
-    templates_used = {d.template for i in range(30) for d in build_dialogues(simulated("radio-b1", i), family, 0, 4)}
+    templates_used = {
+        d.template for i in range(30) for d in build_dialogues(simulated("radio-b1", i), family, 0, 4)
+    }
     assert len(templates_used) > 40  # many phrasings and combinations, not one fixed question
 
 
@@ -71,8 +74,15 @@ def test_classify_answers_are_the_labels_with_benchmark_wording():
 
 
 def test_box_and_count_answers_match_the_boxes():
-    record = Record("r1", np.zeros((1, 100, 200), np.float32), "radio", "radio-b3", ("YES",), ("I",),
-                    boxes=(Box("compact", 10, 20, 30, 40), Box("compact", 100, 50, 120, 70), Box("fr-ii", 50, 0, 90, 90)))
+    record = Record(
+        "r1",
+        np.zeros((1, 100, 200), np.float32),
+        "radio",
+        "radio-b3",
+        ("YES",),
+        ("I",),
+        boxes=(Box("compact", 10, 20, 30, 40), Box("compact", 100, 50, 120, 70), Box("fr-ii", 50, 0, 90, 90)),
+    )
     family = get_family("radio-b3")
     seen = set()
     for seed in range(40):
@@ -112,7 +122,9 @@ def test_tool_dialogues_call_known_tools_with_valid_json():
             call = json.loads(re.fullmatch(r"<tool_call>(.*)</tool_call>", d.turns[1]["value"]).group(1))
             assert call["name"] in TOOL_SPECS
             names.add(call["name"])
-            response = json.loads(re.fullmatch(r"<tool_response>(.*)</tool_response>", d.turns[2]["value"]).group(1))
+            response = json.loads(
+                re.fullmatch(r"<tool_response>(.*)</tool_response>", d.turns[2]["value"]).group(1)
+            )
             if call["name"] == "detect_sources":
                 assert len(response["detections"]) == len(record.boxes)
             if call["name"] == "classify_morphology":
@@ -125,7 +137,9 @@ def test_tool_dialogues_call_known_tools_with_valid_json():
 def test_captions_state_the_class():
     fr2 = next(r for i in range(10) if (r := simulated("radio-b6", i)).labels == ("FR-II",))
     assert "FR-II" in caption(fr2, random.Random(0))
-    spiral = next(r for i in range(20) if (r := simulated("optical-gmnist", i)).labels == ("unbarred_spiral",))
+    spiral = next(
+        r for i in range(20) if (r := simulated("optical-gmnist", i)).labels == ("unbarred_spiral",)
+    )
     assert "spiral" in caption(spiral, random.Random(0))
 
 

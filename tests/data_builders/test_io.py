@@ -56,8 +56,16 @@ def test_rgba_drops_alpha_and_jpeg_tiff_read(tmp_path):
 
 def test_fits_2d_flipped_to_top_down_with_pixel_scale():
     data = np.arange(12, dtype=np.float32).reshape(3, 4)
-    header = {"CTYPE1": "RA---SIN", "CTYPE2": "DEC--SIN", "CDELT1": -1.0 / 3600, "CDELT2": 1.0 / 3600,
-              "CRVAL1": 150.0, "CRVAL2": 2.0, "CRPIX1": 2, "CRPIX2": 2}
+    header = {
+        "CTYPE1": "RA---SIN",
+        "CTYPE2": "DEC--SIN",
+        "CDELT1": -1.0 / 3600,
+        "CDELT2": 1.0 / 3600,
+        "CRVAL1": 150.0,
+        "CRVAL2": 2.0,
+        "CRPIX1": 2,
+        "CRPIX2": 2,
+    }
     img = read_image(fits_bytes(data, header))
     assert img.data.shape == (1, 3, 4)
     np.testing.assert_array_equal(img.data[0], data[::-1])  # FITS row 0 is the bottom row

@@ -11,7 +11,9 @@ from data_builders.stretch import STRETCHES, background_stats, get_stretch, radi
 def gaussian_blob(size=64, cx=32, cy=32, sigma=3.0, amp=100.0, noise=1.0, seed=0):
     y, x = np.mgrid[:size, :size]
     rng = np.random.default_rng(seed)
-    plane = amp * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * sigma**2)) + rng.normal(0, noise, (size, size))
+    plane = amp * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * sigma**2)) + rng.normal(
+        0, noise, (size, size)
+    )
     return plane.astype(np.float32)
 
 
@@ -60,7 +62,9 @@ def test_render_rgb_per_domain():
     optical = render_rgb(grz, "optical", ("g", "r", "z"))
     assert optical.shape == (64, 64, 3) and optical[32, 32, 0] > optical[32, 32, 2]  # z-bright source is red
     display = np.random.default_rng(0).integers(0, 255, (3, 8, 8)).astype(np.float32)
-    np.testing.assert_array_equal(render_rgb(display, "optical", ("R", "G", "B")), np.moveaxis(display, 0, -1))
+    np.testing.assert_array_equal(
+        render_rgb(display, "optical", ("R", "G", "B")), np.moveaxis(display, 0, -1)
+    )
     with pytest.raises(ValueError, match="C, H, W"):
         render_rgb(np.zeros((8, 8)))
 
