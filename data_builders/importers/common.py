@@ -13,8 +13,12 @@ goes on; with `strict=True` it raises `DatasetFormatError` instead.
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import logging
 import re
+import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -92,6 +96,48 @@ def copy_limited(src: BinaryIO, dst: BinaryIO, name: str | Path, limit: int = MA
         if total > limit:
             raise DatasetFormatError(name, f"unpacks to more than {limit} bytes; refused")
         dst.write(chunk)
+
+
+def open_hdf5(path: Path, stack: contextlib.ExitStack):
+    """An open h5py.File of `path`: plain HDF5, `.gz`, or a zip holding one HDF5 member.
+
+    h5py needs a seekable file, so a packed one is unpacked (size-limited) into a temporary folder
+    that `stack` removes; anything unreadable raises DatasetFormatError naming `path`.
+    """
+    import h5py
+
+    local = path
+    if path.name.endswith(".gz") or zipfile.is_zipfile(path):
+        local = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="astrovlm-h5-"))) / "data.h5"
+        with open(local, "wb") as dst:
+            if path.name.endswith(".gz"):
+                _gunzip(path, dst)
+            else:
+                _unzip_one_hdf5(path, dst)
+    try:
+        return stack.enter_context(h5py.File(local, "r"))
+    except OSError as exc:
+        raise DatasetFormatError(path, f"not a readable HDF5 file ({exc})") from exc
+
+
+def _gunzip(path: Path, dst: BinaryIO) -> None:
+    try:
+        with gzip.open(path, "rb") as src:
+            copy_limited(src, dst, path)
+    except (OSError, EOFError) as exc:
+        raise DatasetFormatError(path, f"not a readable gzip file ({exc})") from exc
+
+
+def _unzip_one_hdf5(path: Path, dst: BinaryIO) -> None:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = [m for m in archive.infolist() if m.filename.endswith((".h5", ".hdf5"))]
+            if len(members) != 1:
+                raise DatasetFormatError(path, f"zip holds {len(members)} HDF5 files; expected one")
+            with archive.open(members[0]) as src:
+                copy_limited(src, dst, path)
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise DatasetFormatError(path, f"not a readable zip file ({exc})") from exc
 
 
 def json_value(value):

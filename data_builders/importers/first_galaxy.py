@@ -28,8 +28,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import re
-import tempfile
-import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -39,8 +37,8 @@ from data_builders.importers.common import (
     DatasetFormatError,
     ImportStats,
     as_float_image,
-    copy_limited,
     json_value,
+    open_hdf5,
     reject,
     slug,
 )
@@ -96,11 +94,7 @@ def _read_hdf5(
     import h5py
 
     with contextlib.ExitStack() as stack:
-        local = _unzip(path, stack) if zipfile.is_zipfile(path) else path
-        try:
-            h5 = stack.enter_context(h5py.File(local, "r"))
-        except OSError as exc:
-            raise DatasetFormatError(path, f"not a readable HDF5 file ({exc})") from exc
+        h5 = open_hdf5(path, stack)
         for key in sorted(h5, key=_natural):
             where = f"{path}#{key}"
             group = h5[key]
@@ -177,21 +171,6 @@ def _read_png_tree(
             params=params,
             origin=str(png),
         )
-
-
-def _unzip(path: Path, stack: contextlib.ExitStack) -> Path:
-    """The one HDF5 member of a zip, unpacked into a temporary folder that the stack removes."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            members = [m for m in archive.infolist() if m.filename.endswith((".h5", ".hdf5"))]
-            if len(members) != 1:
-                raise DatasetFormatError(path, f"zip holds {len(members)} HDF5 files; expected one")
-            local = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="first-"))) / "data.h5"
-            with archive.open(members[0]) as src, open(local, "wb") as dst:
-                copy_limited(src, dst, path)
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
-        raise DatasetFormatError(path, f"not a readable zip file ({exc})") from exc
-    return local
 
 
 def _natural(key: str) -> tuple:

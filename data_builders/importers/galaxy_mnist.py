@@ -18,9 +18,7 @@ The images are colour JPEG-derived RGB cutouts, already display-ready: they stay
 from __future__ import annotations
 
 import contextlib
-import gzip
 import re
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -30,7 +28,7 @@ from data_builders.importers.common import (
     DatasetFormatError,
     ImportStats,
     as_float_image,
-    copy_limited,
+    open_hdf5,
     reject,
     slug,
 )
@@ -86,23 +84,10 @@ def _split_of(name: str) -> str | None:
 
 
 def _read_hdf5(file: Path, stats: ImportStats, strict: bool) -> Iterator[Record]:
-    import h5py
-
     split = _split_of(file.name)
     tag = split or slug(file.name.split(".")[0])
     with contextlib.ExitStack() as stack:
-        local = file
-        if file.name.endswith(".gz"):  # h5py needs a seekable file: unpack to a temporary one
-            local = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gmnist-"))) / file.stem
-            try:
-                with gzip.open(file, "rb") as src, open(local, "wb") as dst:
-                    copy_limited(src, dst, file)
-            except (OSError, EOFError) as exc:
-                raise DatasetFormatError(file, f"not a readable gzip file ({exc})") from exc
-        try:
-            h5 = stack.enter_context(h5py.File(local, "r"))
-        except OSError as exc:
-            raise DatasetFormatError(file, f"not a readable HDF5 file ({exc})") from exc
+        h5 = open_hdf5(file, stack)
         images, labels = _checked_datasets(h5, file)
         for start in range(0, len(labels), BLOCK):
             block = images[start : start + BLOCK]

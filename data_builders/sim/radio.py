@@ -32,6 +32,7 @@ the app:
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
@@ -1499,25 +1500,13 @@ def simulate(scene: Scene, rng: np.random.Generator, record_id: str) -> Record:
     )
 
 
-def sample_b1(rng: np.random.Generator, size: int, record_id: str) -> Record:
-    return simulate(draw_b1(rng, size), rng, record_id)
+def sample(
+    draw: Callable[[np.random.Generator, int], Scene], rng: np.random.Generator, size: int, record_id: str
+) -> Record:
+    """One record of a family: the scene `draw(rng, size)` observed (a family's simulator, bound by partial)."""
+    return simulate(draw(rng, size), rng, record_id)
 
 
-def sample_b2(rng: np.random.Generator, size: int, record_id: str) -> Record:
-    return simulate(draw_b2(rng, size), rng, record_id)
-
-
-def sample_b3(rng: np.random.Generator, size: int, record_id: str) -> Record:
-    return simulate(draw_b3(rng, size), rng, record_id)
-
-
-def sample_b4(rng: np.random.Generator, size: int, record_id: str) -> Record:
-    return simulate(draw_b4(rng, size), rng, record_id)
-
-
-def sample_b5(rng: np.random.Generator, size: int, record_id: str) -> Record:
-    return simulate(draw_b5(rng, size), rng, record_id)
-
-
-def sample_b6(rng: np.random.Generator, size: int, record_id: str) -> Record:
-    return simulate(draw_b6(rng, size), rng, record_id)
+sample_b1, sample_b2, sample_b3, sample_b4, sample_b5, sample_b6 = (
+    functools.partial(sample, draw) for draw in (draw_b1, draw_b2, draw_b3, draw_b4, draw_b5, draw_b6)
+)

@@ -10,15 +10,6 @@ from vlm.lvm import model as lvm_model
 from vlm.lvm.model import SwinBlock, shifted_window_mask, window_partition, window_reverse
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and a busy second core cannot stall them."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny(**overrides) -> LVM:
     torch.manual_seed(0)
     return LVM(get_config("lvm-tiny-test", **overrides)).eval()

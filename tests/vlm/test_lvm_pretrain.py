@@ -28,14 +28,6 @@ MIX = {
 SIZE = 32
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def pool_dir(tmp_path_factory):
     """A folder holding the cached test pool (FIRST is read once for the whole module)."""
