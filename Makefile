@@ -33,7 +33,7 @@ test: lint
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 perf: install
-	$(BIN)/python benchmarks/perf/data_builders.py
+	$(BIN)/python benchmarks/perf/data_speed.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .ruff_cache

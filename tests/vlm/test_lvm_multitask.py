@@ -36,7 +36,9 @@ def test_blur_keeps_flux_and_spreads_a_point():
     point = torch.zeros(2, 3, SIZE, SIZE)
     point[:, :, SIZE // 2, SIZE // 2] = 1.0
     blurred = blur(point, torch.tensor([2.0, 6.0]))
-    assert blurred.sum(dim=(1, 2, 3)) == pytest.approx(torch.full((2,), 3.0), rel=1e-2)  # up to reflected wings
+    assert blurred.sum(dim=(1, 2, 3)) == pytest.approx(
+        torch.full((2,), 3.0), rel=1e-2
+    )  # up to reflected wings
     assert blurred[0].max() > blurred[1].max()  # the wider PSF spreads the light further
     flat = blur(torch.full((1, 3, SIZE, SIZE), 0.3), torch.tensor([8.0]))
     assert torch.allclose(flat, torch.full_like(flat, 0.3), atol=1e-5)  # reflecting edges: no dark border

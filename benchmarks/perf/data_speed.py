@@ -1,6 +1,6 @@
 """Throughput and memory of the data builders, printed as a table (DESIGN section 9, issue 2 targets).
 
-    .venv/bin/python benchmarks/perf/data_builders.py [--quick]
+    .venv/bin/python benchmarks/perf/data_speed.py [--quick]
 
 Measures, on whatever machine runs it (targets are for the 2-core CPU):
   - conversation generation from existing labels       target >= 5,000 conversations/s
@@ -12,7 +12,7 @@ Measures, on whatever machine runs it (targets are for the 2-core CPU):
 from __future__ import annotations
 
 import argparse
-import resource
+import contextlib
 import subprocess
 import sys
 import tempfile
@@ -46,33 +46,26 @@ def conversations_per_second(records: list, per_record: int = 8) -> float:
 
 
 def build_peak_rss(n_images: int, dialogues: int) -> tuple[float, float]:
-    with tempfile.TemporaryDirectory() as out:
+    """Peak of the summed RSS of the build's whole process tree (main process and workers), sampled
+    every 50 ms, and the build's wall time."""
+    import psutil
+
+    command = [sys.executable, "-m", "app.cli", "data", "build", "--family", "radio-b1"]
+    command += ["--n", str(n_images), "--dialogues", str(dialogues), "--num-proc", "2"]
+    with tempfile.TemporaryDirectory() as out, tempfile.TemporaryFile() as log:  # a pipe could fill and block
         start = time.perf_counter()
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "app.cli",
-                "data",
-                "build",
-                "--family",
-                "radio-b1",
-                "--n",
-                str(n_images),
-                "--dialogues",
-                str(dialogues),
-                "--num-proc",
-                "2",
-                "--out",
-                out,
-            ],
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        child = subprocess.Popen([*command, "--out", out], stdout=subprocess.DEVNULL, stderr=log)
+        root, peak = psutil.Process(child.pid), 0
+        while child.poll() is None:
+            with contextlib.suppress(psutil.Error):
+                tree = [root, *root.children(recursive=True)]
+                peak = max(peak, sum(p.memory_info().rss for p in tree))
+            time.sleep(0.05)
         seconds = time.perf_counter() - start
-    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # Linux reports kB
-    return peak_mb, seconds
+        if child.returncode:
+            log.seek(0)
+            raise RuntimeError(f"build failed: {log.read().decode()[-2000:]}")
+    return peak / 2**20, seconds
 
 
 def main() -> None:
