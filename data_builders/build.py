@@ -59,15 +59,30 @@ class BuildConfig:
     def __post_init__(self):
         if (self.family is None) == (self.importer is None):
             raise ValueError("give exactly one of family (simulate) or importer (import real data)")
-        if self.importer is not None and not self.path:
+        if self.importer is not None and not self.path and not _has_bundled_data(self.importer):
             raise ValueError(f"importer {self.importer!r} needs a path")
         if self.n < 1 or self.shard_size < 1 or self.num_proc < 1 or self.dialogues_per_image < 1:
             raise ValueError(f"n, shard_size, num_proc and dialogues_per_image must be >= 1: {self}")
         if self.family is not None and get_family(self.family).simulate is None:
-            raise ValueError(f"family {self.family!r} has no simulator; import it instead")
+            raise ValueError(
+                f"family {self.family!r} is real data with no simulator; import it instead, e.g. "
+                "astrovlm data build --import first --option family=radio-first --out OUT"
+            )
         unknown = set(self.kinds) - set(KINDS)
         if unknown:
             raise ValueError(f"unknown conversation kinds {sorted(unknown)}; valid: {KINDS}")
+
+
+def _has_bundled_data(importer: str) -> bool:
+    """An importer whose `path` may be None reads data its package ships (firstgalaxydata)."""
+    import inspect
+
+    from data_builders.importers import IMPORTERS
+
+    parameter = (
+        inspect.signature(IMPORTERS[importer]).parameters.get("path") if importer in IMPORTERS else None
+    )
+    return parameter is not None and parameter.default is None
 
 
 def features():

@@ -67,11 +67,21 @@ def test_resume_with_other_settings_is_refused(tmp_path):
         ({"n": 0}, ">= 1"),
         ({"family": "radio-b9"}, "valid"),
         ({"kinds": ("poetry",)}, "valid"),
+        ({"family": "radio-first"}, "import it instead"),
+        ({"family": None, "importer": "mirabest"}, "needs a path"),
     ],
 )
 def test_bad_configs(tmp_path, kw, match):
     with pytest.raises(ValueError, match=match):
         small(tmp_path, **kw)
+
+
+def test_bundled_real_data_builds_without_a_path(tmp_path):
+    config = BuildConfig(
+        out=str(tmp_path / "first"), importer="first", n=6, import_options={"family": "radio-first"}
+    )
+    manifest = build(config, progress=False)
+    assert manifest["records"] == 6 and set(manifest["per_class"]) <= {"FRI", "FRII", "Compact", "Bent"}
 
 
 def test_llava_export(tmp_path):
