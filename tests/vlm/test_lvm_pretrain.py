@@ -16,6 +16,7 @@ from vlm.lvm import data as lvm_data
 from vlm.lvm import pretrain as lvm_pretrain
 from vlm.lvm.data import FIRST, augment, build_pool, default_mix, pool_path, prepare_image, scale_mix, split
 from vlm.lvm.pretrain import PretrainConfig, batch_indices, pretrain, warmup_cosine
+from vlm.lvm.shipped import export_run
 
 MIX = {
     "optical-gmnist": 16,
@@ -152,6 +153,16 @@ def test_short_run_learns_and_saves(tmp_path, pool_dir):
     assert all(e["images_per_s"] > 0 for e in log if "loss" in e)
     LVM.load(out / "checkpoint")  # the checkpoint holds a loadable model too
     assert json.loads((out / "checkpoint/pretrain_config.json").read_text())["lr"] == 3e-3
+
+    shipped = export_run(out, tmp_path / "shipped")  # float16 copy + model card, as vlm/weights/ holds
+    assert load_file(tmp_path / "shipped/model.safetensors")["head.weight"].dtype == torch.float16
+    assert abs(shipped["val_psnr_float16"] - metrics["val_psnr"]) < 0.1
+    assert f"{metrics['val_psnr']:.2f}" in (tmp_path / "shipped/README.md").read_text()
+    reloaded = LVM.load(tmp_path / "shipped").float()
+    x = torch.rand(2, 3, SIZE, SIZE)
+    torch.testing.assert_close(reloaded(x), model(x), atol=2e-2, rtol=0)
+    with pytest.raises(FileNotFoundError, match="not a finished"):
+        export_run(tmp_path / "nothing", tmp_path / "x")
 
 
 def test_resume_is_exact_and_other_configs_are_refused(tmp_path, pool_dir, monkeypatch):
