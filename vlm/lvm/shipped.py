@@ -94,7 +94,7 @@ images of PyPI `firstgalaxydata` (train and valid splits only: its literature te
 MSE reconstruction, AdamW (lr {config["lr"]}, weight decay {config["weight_decay"]}), {config["warmup"]} warmup steps then
 cosine, batch {config["batch_size"]}, {config["steps"]} steps, flips, quarter turns and 80-100 % crops; seed {config["seed"]}.
 {metrics["processes"]} process(es), {metrics["mixed_precision"]} mixed precision, {metrics["images_per_s"]:.0f} images/s,
-{hours:.2f} h of training on 2 CPU cores. Recipe:
+{hours:.2f} h of training on a CPU (the shipped run: one thread of a shared 2-core machine). Recipe:
 
     astrovlm lvm pretrain --out runs/lvm-small --steps {config["steps"]} --batch-size {config["batch_size"]} --pool {sum(config["mix"].values())}
     astrovlm lvm export --run runs/lvm-small
