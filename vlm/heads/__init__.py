@@ -2,7 +2,7 @@
 
 from vlm.heads import ClassificationHead, ImageDecoderHead
 feats = lvm.encode(images)
-logits = ClassificationHead(lvm.feature_dims[-1], n_classes=4)(feats.pooled)
+logits = ClassificationHead(sum(lvm.feature_dims), n_classes=4)(feats.stage_means)
 restored = ImageDecoderHead(lvm.feature_dims, lvm.config.patch_size)(feats.stages, images)
 """
 

@@ -320,7 +320,7 @@ def lvm_features(model: LVM, images: np.ndarray, kind: str = "stages", batch_siz
         if kind == "pooled":
             out.append(feats.pooled)
         else:
-            out.append(torch.cat([f.mean(dim=(2, 3)) for f in feats.stages], dim=1))  # (B, sum D_i)
+            out.append(feats.stage_means)  # (B, sum D_i)
     return torch.cat(out).float().numpy()
 
 

@@ -113,6 +113,12 @@ class LVMFeatures(NamedTuple):
     pooled: torch.Tensor  # (B, D_last) mean of the bottleneck tokens
     stages: list[torch.Tensor]  # every encoder stage as (B, D_i, h_i, w_i), fine to coarse
 
+    @property
+    def stage_means(self) -> torch.Tensor:
+        """(B, sum of D_i): each stage's tokens averaged, concatenated. The image-level feature for
+        classifiers: finer stages keep the shape detail that the bottleneck's mean washes out."""
+        return torch.cat([s.mean(dim=(2, 3)) for s in self.stages], dim=1)
+
 
 class LVMCheckpointError(ValueError):
     """A saved LVM that cannot be read or does not fit its config; the message names the file."""

@@ -6,7 +6,8 @@
     metrics = train_multitask(MultitaskConfig(out="runs/mt/active", strategy="active"))
 
 The tasks share one encoder (the pretrained LVM's) and each has its own head (vlm/heads):
-- classify: the four GalaxyMNIST-like morphologies of simulated g,r,z stamps (two FC layers, cross-entropy);
+- classify: the four GalaxyMNIST-like morphologies of simulated g,r,z stamps (two FC layers on the
+  stage means, cross-entropy);
 - restore: the stamp blurred by a Moffat PSF (FWHM 2-8 px) plus Gaussian noise (sigma 1-15 on 8-bit
   values) back to the clean stamp (conv decoder, MSE);
 - reconstruct: the stamp with 0-70 % hidden in 4, 8 or 16 px patches back to the clean stamp (MSE).
@@ -95,8 +96,8 @@ class MultitaskConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if self.batch_size < len(TASKS):
-            raise ValueError(f"batch_size must be at least {len(TASKS)} (one image per task)")
+        if self.batch_size < 2 * len(TASKS):
+            raise ValueError(f"batch_size must be at least {2 * len(TASKS)} (two images per task)")
         for name in ("n_classify", "n_image"):
             value = tuple(getattr(self, name))
             if len(value) != 3 or not all(isinstance(v, int) and v >= 1 for v in value):
@@ -194,7 +195,7 @@ class MultitaskLVM(nn.Module):
         dims, patch = lvm.feature_dims, lvm.config.patch_size
         self.heads = nn.ModuleDict(
             {
-                "classify": ClassificationHead(dims[-1], n_classes),
+                "classify": ClassificationHead(sum(dims), n_classes),
                 "restore": ImageDecoderHead(dims, patch),
                 "reconstruct": ImageDecoderHead(dims, patch),
             }
@@ -203,7 +204,7 @@ class MultitaskLVM(nn.Module):
     def forward(self, task: str, images: torch.Tensor) -> torch.Tensor:
         feats = self.lvm.encode(images)
         if task == "classify":
-            return self.heads["classify"](feats.pooled)
+            return self.heads["classify"](feats.stage_means)
         return self.heads[task](feats.stages, images)
 
 
@@ -294,9 +295,10 @@ def active_shares(errors: dict[str, float], floor: float) -> dict[str, float]:
 
 
 def split_batch(batch_size: int, shares: dict[str, float]) -> dict[str, int]:
-    """Images per task (largest remainder; at least one per task whose share is above zero)."""
+    """Images per task (largest remainder; at least two per task whose share is above zero, as the
+    classifier's batch norm needs)."""
     raw = {t: batch_size * s for t, s in shares.items()}
-    counts = {t: max(1, math.floor(r)) if shares[t] > 0 else 0 for t, r in raw.items()}
+    counts = {t: max(2, math.floor(r)) if shares[t] > 0 else 0 for t, r in raw.items()}
     for t in sorted(raw, key=lambda t: raw[t] - math.floor(raw[t]), reverse=True):
         if sum(counts.values()) >= batch_size:
             break
@@ -368,11 +370,12 @@ def train_multitask(config: MultitaskConfig, data: TaskData | None = None, progr
         }
         with torch.set_grad_enabled(not frozen):
             feats = model.lvm.encode(torch.cat([inputs[t] for t in TASKS]))
+        means = feats.stage_means
         pieces = {t: [] for t in TASKS}
         start = 0
         for t in TASKS:
             stop = start + counts[t]
-            pieces[t] = (feats.pooled[start:stop], [s[start:stop] for s in feats.stages])
+            pieces[t] = (means[start:stop], [s[start:stop] for s in feats.stages])
             start = stop
         losses = {
             "classify": F.cross_entropy(model.heads["classify"](pieces["classify"][0]), labels)
