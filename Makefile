@@ -34,6 +34,8 @@ test: lint
 
 perf: install
 	$(BIN)/python benchmarks/perf/data_speed.py
+	$(BIN)/python benchmarks/perf/lvm_encode.py --weights vlm/weights/lvm-small --threads 1
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/perf/decode.py --threads 1
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .ruff_cache

@@ -1,7 +1,8 @@
 """The `astrovlm` command: one entry point, subcommands grouped by package.
 
 astrovlm data ...      data_builders: simulate, import, build Q&A sets, preview
-astrovlm lvm ...       vlm.lvm: pretrain the domain vision model
+astrovlm lvm ...       vlm.lvm: pretrain, multi-task, report and export the domain vision model
+astrovlm ask ...       vlm: ask the VLM about images (the answer is streamed)
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import logging
 import sys
 
 from data_builders import cli as data_cli
+from vlm import cli as vlm_cli
 from vlm.lvm import cli as lvm_cli
 
 
@@ -20,6 +22,7 @@ def parser() -> argparse.ArgumentParser:
     subparsers = root.add_subparsers(dest="command", required=True)
     data_cli.register(subparsers)
     lvm_cli.register(subparsers)
+    vlm_cli.register(subparsers)
     return root
 
 

@@ -1,0 +1,460 @@
+"""Engine: chat with an AstroVLM (streaming, history, several images) and rank fixed answers by likelihood.
+
+    engine = Engine.load()                                   # shipped LVM + SmolLM2 + shipped adapter
+    reply = engine.chat([{"role": "user", "content": [{"type": "image", "image": "m51.fits"},
+                                                      {"type": "text", "text": "What is this?"}]}])
+    for piece in reply: print(piece, end="", flush=True)     # text as it is generated
+    reply.text, reply.finish_reason, reply.notice            # the whole answer; "stop" | "length"; truncation
+
+    chat = engine.conversation()                             # keeps the history, images included
+    chat.ask("Describe it.", images=["field.png"]).finish().text; chat.ask("Any jets?").finish().text
+
+    engine.score_options(image, "Which class?", ["FR-I", "FR-II"])   # {"FR-I": 0.31, "FR-II": 0.69}
+
+Images may be anything the processor takes (PIL, uint8 (H, W, 3), float (3, H, W) in [0, 1]) or a file
+path / AstroImage, rendered as the models were trained to see it (`load_image`).
+
+Decoding is our own loop over the KV cache rather than `generate()` with a streamer thread: the prompt
+(images included) runs once, then each step feeds one token to the LM alone, without generate's per-step
+machinery (logits processors, stopping criteria, a streamer queue and its thread). The matmuls are ~80 %
+of a decode step (each step reads every weight once), so what counts is the bytes: the default bfloat16
+weights read half as many, ~1.3x float32's tokens/s on the project's AVX2 CPU (benchmarks/perf/decode.py
+has the figures). A static cache with a torch.compile'd step adds 5-10 % for ~20 s (warm inductor cache)
+to minutes of compilation per process and cache size: an option for a long-lived server. CPUs without
+native bfloat16 (AVX2) run a bfloat16 matmul of many rows on a slow path (~10x float32), so forwards of
+many tokens (the prompt, option scoring) compute their linear layers in float32 (`_Float32Matmuls`): the
+time to first token stays float32's.
+
+score_options runs the shared prompt once, repeats its KV cache for every option and scores all the
+options in one batched forward; each option's score is the sum of the log-probabilities of its tokens and
+of the end-of-turn token, and a softmax over the options turns the scores into probabilities.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+from transformers import DynamicCache, StaticCache
+
+from data_builders.io import AstroImage, read_image
+from vlm.lvm.model import LVM
+from vlm.model import LORA_DIR, PROJECTOR_FILE, AstroVLM, build_astrovlm
+from vlm.processor import IMAGE_TOKEN, AstroVLMProcessor, parse_message
+
+DEFAULT_ADAPTER_DIR = Path(__file__).resolve().parent / "weights" / "vlm-adapter"
+END_OF_TURN = "<|im_end|>"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+CACHES = ("dynamic", "static")
+STATIC_BLOCK = 256  # a static cache is sized up to a multiple of this: each size is compiled once
+
+
+class ContextTruncatedWarning(UserWarning):
+    """The conversation was longer than the model's context: its oldest turns were left out."""
+
+
+@dataclass
+class EngineConfig:
+    """How the engine runs the model; the defaults are the fastest correct recipe on a plain CPU."""
+
+    dtype: str = "bfloat16"  # of the LM and projector; the small vision tower always runs in float32
+    cache: str = "dynamic"  # "static": a preallocated KV cache (prompt + answer, in blocks of 256 tokens)
+    compile: bool = False  # torch.compile the decode step (needs cache="static"); slow to start
+    max_context: int | None = 2048  # prompt + answer, in tokens; None: the LM's max_position_embeddings
+    seed: int = 0  # of sampling (temperature > 0); replies are reproducible
+
+    def __post_init__(self):
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+        if self.cache not in CACHES:
+            raise ValueError(f"cache must be one of {list(CACHES)}, got {self.cache!r}")
+        if self.compile and self.cache != "static":
+            raise ValueError('compile=True needs cache="static": a compiled step needs fixed shapes')
+        if self.max_context is not None and self.max_context < 16:
+            raise ValueError(f"max_context must be at least 16 tokens, got {self.max_context}")
+
+
+# ----------------------------------------------------------------------------- replies
+
+
+@dataclass
+class Reply:
+    """One answer. Iterating yields its text pieces as they are generated (again from the start if
+    iterated twice); `finish()` generates the rest. The other fields are final once it is finished."""
+
+    prompt_tokens: int
+    dropped_messages: int = 0  # oldest messages left out to fit the context
+    notice: str | None = None  # why, for the user: set whenever the conversation was shortened
+    pieces: list[str] = field(default_factory=list)
+    completion_tokens: int = 0
+    finish_reason: str | None = None  # "stop": the model ended its turn; "length": max_new_tokens reached
+    _stream: Iterator[str] | None = field(default=None, repr=False)
+    _on_finish: Callable[[Reply], None] | None = field(default=None, repr=False)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pieces)
+
+    def __iter__(self) -> Iterator[str]:
+        i = 0
+        while True:
+            if i < len(self.pieces):
+                yield self.pieces[i]
+                i += 1
+            elif self._stream is None:
+                return
+            else:
+                try:
+                    self.pieces.append(next(self._stream))
+                except StopIteration:
+                    self._stream = None
+                    if self._on_finish is not None:
+                        self._on_finish(self)
+                except BaseException:  # a failed reply is not finished: no on_finish, no retry
+                    self._stream = None
+                    raise
+
+    def finish(self) -> Reply:
+        for _ in self:
+            pass
+        return self
+
+    def close(self) -> None:
+        """Stop generating (frees the engine for the next reply); the text so far stays."""
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+
+
+class Conversation:
+    """A chat that keeps its history: each ask() adds the user turn and, once the reply is finished,
+    the assistant's. The history keeps every image; the engine shortens what the model reads."""
+
+    def __init__(self, engine: Engine, system_prompt: str | None = None):
+        self.engine = engine
+        self.messages: list[dict] = [{"role": "system", "content": system_prompt}] if system_prompt else []
+
+    def ask(self, text: str, images: list | tuple = (), **options) -> Reply:
+        parts = [{"type": "image", "image": image} for image in images] + [{"type": "text", "text": text}]
+        self.messages.append({"role": "user", "content": parts})
+        try:
+            return self.engine.chat(self.messages, on_finish=self._record, **options)
+        except Exception:
+            self.messages.pop()  # a refused question leaves no trace
+            raise
+
+    def _record(self, reply: Reply) -> None:
+        self.messages.append({"role": "assistant", "content": reply.text})
+
+
+# ----------------------------------------------------------------------------- images
+
+
+def load_image(source, size: int) -> np.ndarray:
+    """A file path (PNG/JPEG/TIFF/FITS/NPY) or an AstroImage -> (size, size, 3) uint8, rendered as the
+    models see images: 1 plane as radio (three stretches of the same data), 3 planes as optical (Lupton
+    g,r,z, or passed through when already 8-bit RGB). The whole field is kept (no crop to a source).
+    Unreadable files raise ImageReadError (a ValueError) naming the file and the reason."""
+    from vlm.lvm.data import prepare_image  # imported here: it pulls in the simulators, ~1 s
+
+    image = source if isinstance(source, AstroImage) else read_image(source)
+    domain = "radio" if image.data.shape[0] == 1 else "optical"
+    return prepare_image(image.data, domain, image.bands, size, crop=False)
+
+
+class _Float32Matmuls(TorchFunctionMode):
+    """Inside, a linear layer on bfloat16 inputs of several rows computes in float32 (weights upcast on the
+    fly, result cast back). Without native bfloat16 instructions that is ~10x faster than the bfloat16
+    kernel; a decode step (one row) keeps the bfloat16 kernel, which reads half the bytes."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.linear and args[0].dtype == torch.bfloat16 and args[0].shape[:-1].numel() > 1:
+            x, weight = args[0], args[1]
+            bias = args[2] if len(args) > 2 else kwargs.get("bias")
+            out = F.linear(x.float(), weight.float(), None if bias is None else bias.float())
+            return out.to(x.dtype)
+        return func(*args, **kwargs)
+
+
+# ----------------------------------------------------------------------------- the engine
+
+
+class Engine:
+    def __init__(self, model: AstroVLM, processor: AstroVLMProcessor, config: EngineConfig | None = None):
+        """Wrap a built model; its LM and projector are cast to config.dtype (the tower stays float32)."""
+        self.config = config or EngineConfig()
+        dtype = DTYPES[self.config.dtype]
+        self.model = model.eval()
+        self.model.language_model.to(dtype)
+        self.model.projector.to(dtype)
+        self.lm = self.model.language_model
+        self.processor = processor
+        tokenizer = processor.tokenizer
+        self.stop_ids = {tokenizer.convert_tokens_to_ids(END_OF_TURN), tokenizer.eos_token_id}
+        eos = self.model.generation_config.eos_token_id
+        self.stop_ids |= set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        self.stop_ids.discard(None)
+        self.stop_ids.discard(tokenizer.unk_token_id)  # an END_OF_TURN the tokenizer does not know
+        limit = self.lm.config.max_position_embeddings
+        self.max_context = min(self.config.max_context or limit, limit)
+        self._busy = threading.Lock()  # one reply at a time: a reply holds the (static) KV cache
+        self._static_cache: StaticCache | None = None
+        on_cpu = self.lm.device.type == "cpu"
+        self._many_rows = _Float32Matmuls if dtype == torch.bfloat16 and on_cpu else contextlib.nullcontext
+        self._step = self.lm.forward
+        if self.config.compile:
+            self._step = torch.compile(self.lm.forward, fullgraph=True, dynamic=False)
+
+    @classmethod
+    def load(
+        cls,
+        adapter_dir: str | Path | None = None,
+        config: EngineConfig | None = None,
+        language_model: str | Path | None = None,
+        vision_tower: LVM | None = None,
+    ) -> Engine:
+        """The default model: the shipped LVM (or `vision_tower`), SmolLM2-135M-Instruct (or any causal
+        LM by name or path) and the trained projector + LoRA from `adapter_dir` (None: the shipped one,
+        vlm/weights/vlm-adapter). LoRA is merged into the LM: no adapter cost per token."""
+        config = config or EngineConfig()
+        adapter = Path(adapter_dir) if adapter_dir is not None else DEFAULT_ADAPTER_DIR
+        lora = (adapter / PROJECTOR_FILE).is_file() and (adapter / LORA_DIR).is_dir()
+        # LoRA is merged in float32 and the sum cast once: merging into bfloat16 weights rounds twice
+        dtype = torch.float32 if lora else DTYPES[config.dtype]
+        model, processor = build_astrovlm(language_model, vision_tower, dtype=dtype)
+        if (adapter / PROJECTOR_FILE).is_file():
+            model.restore_adapter(adapter)
+            if lora:
+                model.merge_lora()
+        elif adapter_dir is not None:
+            raise FileNotFoundError(f"{adapter}: no {PROJECTOR_FILE}, not an adapter saved by save_adapter")
+        else:
+            warnings.warn(
+                f"NO TRAINED ADAPTER: {adapter} is missing, so the projector is untrained and the model "
+                "cannot see images (answers ignore them). Train one (vlm/train.py) or pass adapter_dir.",
+                stacklevel=2,
+            )
+        return cls(model, processor, config)
+
+    def conversation(self, system_prompt: str | None = None) -> Conversation:
+        return Conversation(self, system_prompt)
+
+    # ------------------------------------------------------------------------- chat
+
+    def chat(
+        self,
+        messages: list[dict],
+        images: list | None = None,
+        *,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        stream: bool = True,
+        tools: list[dict] | None = None,
+        on_finish: Callable[[Reply], None] | None = None,
+    ) -> Reply:
+        """Answer the last turn of `messages` (the processor's message forms; images as parts, or as
+        `images=` for "<image>" markers). temperature 0 is greedy. The prompt is prepared here, so bad
+        input raises at once; generation starts on the first iteration (stream=False: before returning).
+        Too long a conversation loses its oldest turns (never the system prompt or the last user turn),
+        with a ContextTruncatedWarning and `reply.notice`."""
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        messages, images = self._resolve_images(messages, images)
+        inputs, dropped, max_new_tokens, notice = self._fit_context(messages, images, tools, max_new_tokens)
+        if notice:
+            warnings.warn(notice, ContextTruncatedWarning, stacklevel=2)
+        reply = Reply(inputs["input_ids"].shape[1], dropped, notice, _on_finish=on_finish)
+        reply._stream = self._stream(reply, inputs, max_new_tokens, temperature)
+        return reply if stream else reply.finish()
+
+    def _resolve_images(self, messages: list[dict], images: list | None) -> tuple[list[dict], list | None]:
+        """Paths and AstroImages -> rendered pictures, in the image parts and in `images`."""
+
+        def picture(image):
+            is_source = isinstance(image, (str, Path, AstroImage))
+            return load_image(image, self.processor.image_size) if is_source else image
+
+        resolved = []
+        for message in messages:
+            content = message.get("content")
+            if isinstance(content, list):
+                content = [
+                    {**part, "image": picture(part["image"])} if part.get("type") == "image" else part
+                    for part in content
+                ]
+                message = {**message, "content": content}
+            resolved.append(message)
+        return resolved, None if images is None else [picture(image) for image in images]
+
+    def _fit_context(self, messages, images, tools, max_new_tokens):
+        """The prompt that fits max_context with room for the answer, dropping whole turns (a user
+        message and what follows it) oldest first; the answer's budget shrinks only when the last turn
+        alone leaves too little room. -> (inputs, messages dropped, max_new_tokens, notice or None)."""
+        head = messages[:1] if messages and parse_message(messages[0])[0] == "system" else []
+        body = messages[len(head) :]
+        if not body or parse_message(body[-1])[0] not in ("user", "tool"):
+            raise ValueError("the conversation must end with a user (or tool) turn for the model to answer")
+        user_turns = [i for i, m in enumerate(body) if parse_message(m)[0] == "user"]
+        cuts = [0] + [i for i in user_turns if i > 0]
+        for cut in cuts:
+            kept = head + body[cut:]
+            kept_images = None
+            if images is not None:  # "<image>" markers consume `images` in order: drop the dropped turns'
+                gone = sum(parse_message(m)[1].count(IMAGE_TOKEN) for m in body[:cut])
+                kept_images = images[gone:]
+            inputs = self.processor(kept, images=kept_images, tools=tools, add_generation_prompt=True)
+            length = inputs["input_ids"].shape[1]
+            if length + max_new_tokens <= self.max_context:
+                break
+        if length >= self.max_context:
+            raise ValueError(
+                f"the last turn alone is {length} tokens, over the context of {self.max_context} tokens; "
+                "shorten it or send fewer images"
+            )
+        notice = None
+        if cut > 0:
+            notice = (
+                f"the conversation is longer than the model's context of {self.max_context} tokens: its "
+                f"oldest {cut} message(s) were left out"
+            )
+        if length + max_new_tokens > self.max_context:
+            max_new_tokens = self.max_context - length
+            notice = (notice + "; " if notice else "") + f"the answer is limited to {max_new_tokens} tokens"
+        inputs.pop("labels")
+        return inputs, cut, max_new_tokens, notice
+
+    def _stream(self, reply: Reply, inputs, max_new_tokens: int, temperature: float) -> Iterator[str]:
+        """Text pieces of the answer; updates reply's token count and finish reason as it goes."""
+        if not self._busy.acquire(blocking=False):
+            raise RuntimeError("this engine is generating another reply: finish() or close() that one first")
+        try:
+            ids, shown = [], ""
+            for token in self._tokens(inputs, max_new_tokens, temperature):
+                reply.completion_tokens += 1
+                if token in self.stop_ids:
+                    reply.finish_reason = "stop"
+                    break
+                ids.append(token)
+                text = self.processor.tokenizer.decode(
+                    ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
+                )
+                # a character split over several byte-level tokens decodes as U+FFFD until it is whole
+                if len(text) > len(shown) and not text.endswith("\ufffd"):
+                    yield text[len(shown) :]
+                    shown = text
+            else:
+                reply.finish_reason = "length"
+            text = self.processor.tokenizer.decode(
+                ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
+            )
+            if len(text) > len(shown):
+                yield text[len(shown) :]
+        finally:
+            self._busy.release()
+
+    @torch.inference_mode()
+    def _tokens(self, inputs, max_new_tokens: int, temperature: float) -> Iterator[int]:
+        """Token ids, one per step: the prompt (with its images) runs once, then one token per step."""
+        position = inputs["input_ids"].shape[1]
+        cache = self._new_cache(position + max_new_tokens)
+        with self._many_rows():
+            out = self.model(
+                input_ids=inputs["input_ids"],
+                pixel_values=inputs["pixel_values"],
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+        generator = torch.Generator().manual_seed(self.config.seed)
+        for step in range(max_new_tokens):
+            token = _pick(out.logits[0, -1], temperature, generator)
+            yield token
+            if step + 1 == max_new_tokens or token in self.stop_ids:
+                return
+            out = self._step(
+                input_ids=torch.tensor([[token]]),
+                position_ids=torch.tensor([[position]]),
+                past_key_values=cache,
+                use_cache=True,
+            )
+            position += 1
+
+    def _new_cache(self, tokens: int):
+        if self.config.cache == "dynamic":
+            return DynamicCache(config=self.lm.config)
+        # Every step attends over the whole static cache, so it is sized to the reply, not to max_context
+        # (2048 slots would halve the speed); kept while the size holds, as the compiled step expects.
+        size = min(math.ceil(tokens / STATIC_BLOCK) * STATIC_BLOCK, self.max_context)
+        if self._static_cache is None or self._static_cache.get_max_length() != size:
+            self._static_cache = StaticCache(config=self.lm.config, max_cache_len=size)
+        self._static_cache.reset()
+        return self._static_cache
+
+    # ------------------------------------------------------------------------- option scoring
+
+    @torch.inference_mode()
+    def score_options(self, images, question: str, options: list[str]) -> dict[str, float]:
+        """P(option | images, question) for fixed answers: softmax over the options of the summed
+        log-probabilities of each option's tokens and the end-of-turn token after the prompt."""
+        if len(options) < 2 or len(set(options)) != len(options):
+            raise ValueError(f"options must be at least two distinct answers, got {options!r}")
+        images = list(images) if isinstance(images, (list, tuple)) else [images]
+        parts = [{"type": "image", "image": image} for image in images] + [{"type": "text", "text": question}]
+        messages, _ = self._resolve_images([{"role": "user", "content": parts}], None)
+        inputs = self.processor(messages, add_generation_prompt=True)
+        # each option tokenised as the processor tokenises an assistant answer: "{text}<|im_end|>"
+        tokenizer = self.processor.tokenizer
+        answers = [tokenizer(f"{o}{END_OF_TURN}", add_special_tokens=False)["input_ids"] for o in options]
+        prompt, longest = inputs["input_ids"].shape[1], max(len(a) for a in answers)
+        if prompt + longest > self.max_context:
+            raise ValueError(f"prompt and options take {prompt + longest} tokens, over {self.max_context}")
+
+        cache = DynamicCache(config=self.lm.config)
+        with self._many_rows():
+            out = self.model(
+                input_ids=inputs["input_ids"],
+                pixel_values=inputs["pixel_values"],
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+        first = out.logits[0, -1].float().log_softmax(-1)  # (V,) predicts every option's first token
+        scores = torch.tensor([first[a[0]] for a in answers])
+        if longest > 1:
+            # Right-padded options after the shared prefix: causal attention never lets a real token see
+            # the padding after it, so no mask is needed; padded positions are simply not read.
+            batch = torch.full((len(options), longest - 1), tokenizer.pad_token_id, dtype=torch.long)
+            for row, a in zip(batch, answers):
+                row[: len(a) - 1] = torch.tensor(a[:-1])
+            cache.batch_repeat_interleave(len(options))
+            with self._many_rows():
+                logits = self.lm(
+                    input_ids=batch,
+                    position_ids=torch.arange(prompt, prompt + longest - 1)[None].expand(len(options), -1),
+                    past_key_values=cache,
+                    use_cache=True,
+                ).logits  # (K, L - 1, V): position j predicts token j + 1
+            logprobs = logits.float().log_softmax(-1)
+            for k, a in enumerate(answers):
+                targets = torch.tensor(a[1:], dtype=torch.long)
+                scores[k] += logprobs[k, torch.arange(len(targets)), targets].sum()
+        return dict(zip(options, scores.softmax(0).tolist()))
+
+
+def _pick(logits: torch.Tensor, temperature: float, generator: torch.Generator) -> int:
+    if temperature == 0:
+        return int(logits.argmax())
+    probs = (logits.float() / temperature).softmax(-1)
+    return int(torch.multinomial(probs, 1, generator=generator))
