@@ -364,19 +364,23 @@ class Engine:
         finally:
             self._busy.release()
 
-    @torch.inference_mode()
-    def _tokens(self, inputs, max_new_tokens: int, temperature: float) -> Iterator[int]:
-        """Token ids, one per step: the prompt (with its images) runs once, then one token per step."""
-        position = inputs["input_ids"].shape[1]
-        cache = self._new_cache(position + max_new_tokens)
+    def _prefill(self, inputs, cache):
+        """The prompt, images included, run once into `cache`; only the last position's logits kept."""
         with self._many_rows():
-            out = self.model(
+            return self.model(
                 input_ids=inputs["input_ids"],
                 pixel_values=inputs["pixel_values"],
                 past_key_values=cache,
                 use_cache=True,
                 logits_to_keep=1,
             )
+
+    @torch.inference_mode()
+    def _tokens(self, inputs, max_new_tokens: int, temperature: float) -> Iterator[int]:
+        """Token ids, one per step: the prompt (with its images) runs once, then one token per step."""
+        position = inputs["input_ids"].shape[1]
+        cache = self._new_cache(position + max_new_tokens)
+        out = self._prefill(inputs, cache)
         generator = torch.Generator().manual_seed(self.config.seed)
         for step in range(max_new_tokens):
             token = _pick(out.logits[0, -1], temperature, generator)
@@ -422,14 +426,7 @@ class Engine:
             raise ValueError(f"prompt and options take {prompt + longest} tokens, over {self.max_context}")
 
         cache = DynamicCache(config=self.lm.config)
-        with self._many_rows():
-            out = self.model(
-                input_ids=inputs["input_ids"],
-                pixel_values=inputs["pixel_values"],
-                past_key_values=cache,
-                use_cache=True,
-                logits_to_keep=1,
-            )
+        out = self._prefill(inputs, cache)
         first = out.logits[0, -1].float().log_softmax(-1)  # (V,) predicts every option's first token
         scores = torch.tensor([first[a[0]] for a in answers])
         if longest > 1:

@@ -145,19 +145,32 @@ def stream_seed(seed: int, name: str, i: int) -> list[int]:
 
 
 @np.errstate(divide="ignore", invalid="ignore")  # astropy's Lupton mapping divides 0 by 0 on empty pixels
-def _simulate_chunk(task: tuple[str, int, int, int, int]) -> tuple[np.ndarray, list[str]]:
-    """Worker: records start..stop of a simulated family -> (n, size, size, 3) uint8 and their ids."""
-    name, seed, start, stop, size = task
+def render_chunk(
+    task: tuple[str, tuple[int, ...], int, int, int, str],
+) -> tuple[np.ndarray, list[str], list[str]]:
+    """Worker: records start..stop of simulated family `name`, record i drawn from
+    `default_rng([*stream, i])` and named `id_prefix + str(i)`, rendered as the pool renders them ->
+    (n, size, size, 3) uint8, their ids and their first labels. The pool, the multi-task data and the
+    few-shot data all draw through it, each from its own stream."""
+    name, stream, start, stop, size, id_prefix = task
     family = get_family(name)
     sim_size = max(size, family.default_size)
-    images, ids = [], []
+    images, ids, labels = [], [], []
     for i in range(start, stop):
-        record = family.simulate(
-            np.random.default_rng(stream_seed(seed, name, i)), sim_size, f"{name}-{seed}-{i}"
-        )
+        record = family.simulate(np.random.default_rng([*stream, i]), sim_size, f"{id_prefix}{i}")
         images.append(prepare_image(record.image, record.domain, record.bands, size, name in ADAPTIVE_CROP))
         ids.append(record.id)
-    return np.stack(images), ids
+        labels.append(record.labels[0])
+    return np.stack(images), ids, labels
+
+
+def _simulate_chunk(task: tuple[str, int, int, int, int]) -> tuple[np.ndarray, list[str]]:
+    """Worker: records start..stop of a simulated family in the pool's stream -> images and ids."""
+    name, seed, start, stop, size = task
+    images, ids, _ = render_chunk(
+        (name, tuple(stream_seed(seed, name, 0)[:-1]), start, stop, size, f"{name}-{seed}-")
+    )
+    return images, ids
 
 
 def _render_first_chunk(task: tuple[np.ndarray, list[str], int]) -> tuple[np.ndarray, list[str]]:

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from data_builders.families import get_family
-from vlm.lvm.data import ADAPTIVE_CROP, augment, prepare_image
+from vlm.lvm.data import augment, render_chunk
 from vlm.lvm.model import LVM
 
 FAMILY = "optical-gmnist"
@@ -162,17 +162,10 @@ class FewShotData:
 def _simulate_chunk(task: tuple[int, int, int, int, int]) -> tuple[np.ndarray, list[str]]:
     """Worker: records start..stop of a split -> (n, size, size, 3) uint8 and their class names."""
     seed, split, start, stop, size = task
-    family = get_family(FAMILY)
-    images, labels = [], []
-    with np.errstate(divide="ignore", invalid="ignore"):  # astropy's Lupton mapping on empty pixels
-        for i in range(start, stop):
-            rng = np.random.default_rng([seed, FEWSHOT_STREAM, split, i])
-            record = family.simulate(rng, max(size, family.default_size), f"fewshot-{seed}-{split}-{i}")
-            images.append(
-                prepare_image(record.image, record.domain, record.bands, size, FAMILY in ADAPTIVE_CROP)
-            )
-            labels.append(record.labels[0])
-    return np.stack(images), labels
+    images, _, labels = render_chunk(
+        (FAMILY, (seed, FEWSHOT_STREAM, split), start, stop, size, f"fewshot-{seed}-{split}-")
+    )
+    return images, labels
 
 
 def _draw_split(n_per_class: int, split: int, size: int, seed: int, mapper) -> tuple[np.ndarray, np.ndarray]:

@@ -49,7 +49,7 @@ from tqdm import tqdm
 
 from data_builders.families import get_family
 from vlm.heads import ClassificationHead, ImageDecoderHead
-from vlm.lvm.data import ADAPTIVE_CROP, augment, prepare_image
+from vlm.lvm.data import augment, render_chunk
 from vlm.lvm.degrade import blur_and_noise, mask_patches
 from vlm.lvm.model import LVM
 from vlm.lvm.pretrain import param_groups, to_float, warmup_cosine
@@ -113,19 +113,12 @@ class MultitaskConfig:
 # ----------------------------------------------------------------------------- data
 
 
-def _render_chunk(task: tuple[str, int, int, int, int, int]) -> tuple[np.ndarray, list[str]]:
+def _render_chunk(task: tuple[str, int, str, int, int, int]) -> tuple[np.ndarray, list[str]]:
     """Worker: records start..stop of a family's split -> (n, size, size, 3) uint8 and their labels."""
     name, seed, split, start, stop, size = task
-    family = get_family(name)
-    images, labels = [], []
-    with np.errstate(divide="ignore", invalid="ignore"):  # astropy's Lupton mapping on empty pixels
-        for i in range(start, stop):
-            rng = np.random.default_rng([seed, MULTITASK_STREAM, zlib.crc32(name.encode()), SPLITS[split], i])
-            record = family.simulate(rng, max(size, family.default_size), f"{name}-{split}-{i}")
-            crop = name in ADAPTIVE_CROP
-            images.append(prepare_image(record.image, record.domain, record.bands, size, crop))
-            labels.append(record.labels[0])
-    return np.stack(images), labels
+    stream = (seed, MULTITASK_STREAM, zlib.crc32(name.encode()), SPLITS[split])
+    images, _, labels = render_chunk((name, stream, start, stop, size, f"{name}-{split}-"))
+    return images, labels
 
 
 def render_split(
