@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= out/demo
 
-.PHONY: install demo test lint perf clean
+.PHONY: install demo test lint perf vlm-data vlm-default clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,18 @@ perf: install
 	$(BIN)/python benchmarks/perf/data_speed.py
 	$(BIN)/python benchmarks/perf/lvm_encode.py --weights vlm/weights/lvm-small --threads 1
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/perf/decode.py --threads 1
+
+# The training sets of the shipped VLM (vlm/train_presets/lora-smollm2.yaml) and the recipe itself.
+VLM_FAMILIES := radio-b1 radio-b2 radio-b3 radio-b4 radio-b5 radio-b6 optical-gmnist optical-lsbg optical-morphology
+vlm-data: install
+	for f in $(VLM_FAMILIES); do \
+	  $(BIN)/astrovlm data build --family $$f --n 4000 --seed 0 --dialogues 2 --out data/vlm/chat/$$f && \
+	  $(BIN)/astrovlm data build --family $$f --n 4000 --seed 0 --dialogues 1 --kinds classify \
+	    --out data/vlm/classify/$$f || exit 1; \
+	done
+
+vlm-default: vlm-data
+	HF_HUB_OFFLINE=1 $(BIN)/astrovlm train lora-smollm2 --out runs/vlm-default
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .ruff_cache

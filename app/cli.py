@@ -3,6 +3,9 @@
 astrovlm data ...      data_builders: simulate, import, build Q&A sets, preview
 astrovlm lvm ...       vlm.lvm: pretrain, multi-task, report and export the domain vision model
 astrovlm ask ...       vlm: ask the VLM about images (the answer is streamed)
+astrovlm train ...     vlm: train the VLM's projector, LoRA adapter or whole LM
+astrovlm export ...    vlm: ship a trained adapter as the default
+astrovlm bench ...     benchmarks: run tasks (B1-B6, GalaxyMNIST) with a model, tabulate runs
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import argparse
 import logging
 import sys
 
+from benchmarks import cli as bench_cli
 from data_builders import cli as data_cli
 from vlm import cli as vlm_cli
 from vlm.lvm import cli as lvm_cli
@@ -23,6 +27,7 @@ def parser() -> argparse.ArgumentParser:
     data_cli.register(subparsers)
     lvm_cli.register(subparsers)
     vlm_cli.register(subparsers)
+    bench_cli.register(subparsers)
     return root
 
 

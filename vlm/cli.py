@@ -1,4 +1,5 @@
-"""`astrovlm ask ...`: one question about one or more images, the answer streamed to the terminal.
+"""`astrovlm ask ...`: one question about one or more images, the answer streamed to the terminal;
+`astrovlm train ...`: train the VLM (vlm/train.py).
 
     astrovlm ask galaxy.png "What kind of galaxy is this?"
     astrovlm ask field.fits "Compare the two." --image other.fits --max-new-tokens 128 --temperature 0.7
@@ -8,6 +9,9 @@ Images may be PNG, JPEG, TIFF, FITS or NPY; they are rendered as the models see 
 radio, three as optical; see vlm.engine.load_image). The model is the default one (Engine.load): the
 shipped LVM, SmolLM2-135M-Instruct and the shipped adapter unless --adapter names another. An unreadable
 image stops the command before the model loads, with one line naming the file and the reason.
+
+    astrovlm train --list
+    astrovlm train lora-smollm2 --out runs/lora --set init_adapter=runs/stage1/adapter --set steps=500
 """
 
 from __future__ import annotations
@@ -27,6 +31,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ask.add_argument("--temperature", type=float, default=0.0, help="0 (default) answers greedily")
     ask.add_argument("--adapter", help="a save_adapter folder (default: the shipped vlm/weights/vlm-adapter)")
     ask.set_defaults(func=run_ask)
+
+    train = subparsers.add_parser("train", help="train the VLM: projector, LoRA or full (resumable)")
+    train.add_argument("preset", nargs="?", help="a preset of vlm/train_presets (see --list) or a YAML file")
+    train.add_argument("--out", help="run folder; rerunning the same command resumes it")
+    train.add_argument("--config", help="a YAML file of TrainConfig fields, applied over the preset")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="any config field, value as JSON; dots reach into sub-configs")  # fmt: skip
+    train.add_argument("--stop-after", type=int, help="stop (checkpointed) after this step; rerun resumes")
+    train.add_argument("--list", action="store_true", help="list the presets and exit")
+    train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    train.set_defaults(func=run_train)
+
+    export = subparsers.add_parser("export", help="ship a trained LoRA run as the default adapter (float16)")
+    export.add_argument("--run", required=True, help="a finished `astrovlm train` run folder")
+    export.add_argument("--quality", help="a Markdown file with the scores (astrovlm bench table > FILE)")
+    export.add_argument("--out", help="destination (default: the package's vlm/weights/vlm-adapter)")
+    export.set_defaults(func=run_export)
 
 
 def run_ask(args) -> None:
@@ -64,3 +85,27 @@ def run_ask(args) -> None:
         print(
             f"astrovlm: note: the answer stopped at --max-new-tokens {args.max_new_tokens}", file=sys.stderr
         )
+
+
+def run_train(args) -> None:
+    import json
+
+    from vlm.train import list_presets, load_config, train
+
+    if args.list:
+        print("\n".join(list_presets()))
+        return
+    if args.out is None:
+        raise ValueError("--out is required: the run folder")
+    config = load_config(args.preset, args.out, args.config, args.set)
+    metrics = train(config, stop_after=args.stop_after, progress=not args.no_progress)
+    print(json.dumps(metrics, indent=2))
+
+
+def run_export(args) -> None:
+    from pathlib import Path
+
+    from vlm.export import DEFAULT_ADAPTER_DIR, export_adapter
+
+    quality = Path(args.quality).read_text().strip() if args.quality else None
+    print(export_adapter(args.run, args.out or DEFAULT_ADAPTER_DIR, quality))

@@ -48,7 +48,7 @@ from transformers import DynamicCache, StaticCache
 
 from data_builders.io import AstroImage, read_image
 from vlm.lvm.model import LVM
-from vlm.model import LORA_DIR, PROJECTOR_FILE, AstroVLM, build_astrovlm
+from vlm.model import FULL_LM_DIR, LORA_DIR, PROJECTOR_FILE, AstroVLM, build_astrovlm
 from vlm.processor import IMAGE_TOKEN, AstroVLMProcessor, parse_message
 
 DEFAULT_ADAPTER_DIR = Path(__file__).resolve().parent / "weights" / "vlm-adapter"
@@ -225,9 +225,12 @@ class Engine:
     ) -> Engine:
         """The default model: the shipped LVM (or `vision_tower`), SmolLM2-135M-Instruct (or any causal
         LM by name or path) and the trained projector + LoRA from `adapter_dir` (None: the shipped one,
-        vlm/weights/vlm-adapter). LoRA is merged into the LM: no adapter cost per token."""
+        vlm/weights/vlm-adapter). LoRA is merged into the LM: no adapter cost per token. An adapter from
+        full fine-tuning carries its own LM (language_model/), used unless `language_model` is given."""
         config = config or EngineConfig()
         adapter = Path(adapter_dir) if adapter_dir is not None else DEFAULT_ADAPTER_DIR
+        if language_model is None and (adapter / FULL_LM_DIR).is_dir():  # after full fine-tuning
+            language_model = adapter / FULL_LM_DIR
         lora = (adapter / PROJECTOR_FILE).is_file() and (adapter / LORA_DIR).is_dir()
         # LoRA is merged in float32 and the sum cast once: merging into bfloat16 weights rounds twice
         dtype = torch.float32 if lora else DTYPES[config.dtype]

@@ -41,10 +41,11 @@ from vlm.config import AstroVLMConfig
 from vlm.language_model import load_language_model
 from vlm.lvm.model import LVM, WindowAttention
 from vlm.lvm.shipped import load_default
-from vlm.processor import AstroVLMProcessor, add_image_token
+from vlm.processor import IGNORE_INDEX, AstroVLMProcessor, add_image_token
 
 PROJECTOR_FILE = "projector.safetensors"
 LORA_DIR = "lora"
+FULL_LM_DIR = "language_model"  # in an adapter folder after full fine-tuning: the whole trained LM
 
 
 class AstroVLMProjector(nn.Module):
@@ -161,8 +162,12 @@ class AstroVLM(PreTrainedModel, GenerationMixin):
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        loss_only: bool = False,
         **kwargs,
     ) -> CausalLMOutputWithPast:
+        """As the LM's forward, images spliced in. loss_only=True (training, with labels): the LM head,
+        a 49k-row matmul for SmolLM2, runs only where labels are set (the answers, about a tenth of a
+        Q&A) instead of at every position; the same loss, no logits returned."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("give exactly one of input_ids and inputs_embeds")
         if inputs_embeds is None:
@@ -177,6 +182,8 @@ class AstroVLM(PreTrainedModel, GenerationMixin):
                 raise ValueError(f"input_ids hold {int(image_mask.sum())} image tokens but no pixel_values")
         elif pixel_values is not None:
             raise ValueError("pixel_values need input_ids (to find the <image> tokens), not inputs_embeds")
+        if loss_only:
+            return self._answer_loss(inputs_embeds, attention_mask, labels)
         return self.language_model(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
@@ -187,6 +194,17 @@ class AstroVLM(PreTrainedModel, GenerationMixin):
             logits_to_keep=logits_to_keep,
             **kwargs,
         )
+
+    def _answer_loss(self, inputs_embeds, attention_mask, labels) -> CausalLMOutputWithPast:
+        if labels is None:
+            raise ValueError("loss_only=True needs labels")
+        lm = self.language_model
+        decoder = (lm.get_base_model() if isinstance(lm, PeftModel) else lm).get_decoder()
+        hidden = decoder(inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False)[0]
+        targets = labels[:, 1:]  # position t predicts token t + 1
+        answer = targets != IGNORE_INDEX
+        logits = self.get_output_embeddings()(hidden[:, :-1][answer])  # (answer tokens, V)
+        return CausalLMOutputWithPast(loss=nn.functional.cross_entropy(logits.float(), targets[answer]))
 
     def prepare_inputs_for_generation(self, *args, pixel_values=None, is_first_iteration=False, **kwargs):
         inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)

@@ -40,7 +40,7 @@ import os
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from functools import partial
 from pathlib import Path
 
@@ -147,11 +147,12 @@ def read_config_file(path: str | Path | None) -> dict:
     return data
 
 
-def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
+def apply_overrides(data: dict, overrides: Sequence[str], config_class: type | None = None) -> dict:
     """`data` with "key=value" items applied: values parse as JSON ("3e-4", "true", '{"a": 1}') or else
-    stay strings; dotted keys reach into mappings ("mix.radio-first=500" starts from the default mix)."""
+    stay strings; dotted keys reach into mappings ("mix.radio-first=500" starts from the default mix
+    of `config_class`, PretrainConfig unless given)."""
     data = copy.deepcopy(data)
-    defaults = PretrainConfig.__dataclass_fields__
+    defaults = (config_class or PretrainConfig).__dataclass_fields__
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
@@ -163,13 +164,17 @@ def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
         *parents, leaf = key.split(".")
         node = data
         for part in parents:
-            if part not in node and node is data and part in defaults:
+            if part not in node and node is data and part in defaults and _has_factory(defaults[part]):
                 node[part] = defaults[part].default_factory()  # e.g. the default mix
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ValueError(f"override {item!r}: {part} is not a mapping")
         node[leaf] = value
     return data
+
+
+def _has_factory(spec) -> bool:
+    return spec.default_factory is not MISSING
 
 
 def _is_number(value) -> bool:
@@ -288,7 +293,14 @@ def check_resumable(checkpoint: Path, config: PretrainConfig) -> int:
     return step
 
 
-def save_checkpoint(accelerator, out: Path, step: int, config: PretrainConfig) -> None:
+def save_checkpoint(
+    accelerator,
+    out: Path,
+    step: int,
+    config,
+    config_file: str = "pretrain_config.json",
+    state: dict | None = None,
+) -> None:
     """Write out/checkpoint.tmp, then swap it in for out/checkpoint (never a half-written checkpoint)."""
     tmp, final, old = out / "checkpoint.tmp", out / "checkpoint", out / "checkpoint.old"
     if accelerator.is_main_process and tmp.exists():
@@ -297,8 +309,8 @@ def save_checkpoint(accelerator, out: Path, step: int, config: PretrainConfig) -
     accelerator.save_state(str(tmp))  # the model goes through _save_lvm below
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        (tmp / "pretrain_config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-        (tmp / "trainer_state.json").write_text(json.dumps({"step": step}) + "\n")
+        (tmp / config_file).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        (tmp / "trainer_state.json").write_text(json.dumps({"step": step, **(state or {})}) + "\n")
         if final.exists():
             if old.exists():
                 shutil.rmtree(old)

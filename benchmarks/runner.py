@@ -1,0 +1,105 @@
+"""Run a benchmark task on held-out simulated images with a model, and score it.
+
+    engine = Engine.load()                                   # or Engine.load(adapter_dir=...)
+    result = run_task(load_task("b6"), OptionScoring(engine), RunConfig(out="runs/bench/lora/b6"))
+
+The images are records of the task's family drawn from `default_rng([seed, i])` with seed 1 by default:
+the training sets (`astrovlm data build`, seed 0) never see them. Every prediction is appended to
+predictions.jsonl as it is made, so an interrupted run resumes where it stopped; metrics.json is written
+at the end.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from benchmarks.metrics import score
+from benchmarks.tasks import Task
+
+PREDICTIONS = "predictions.jsonl"
+METRICS = "metrics.json"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    out: str
+    n: int = 200  # images
+    seed: int = 1  # of the held-out records (the training sets use seed 0)
+
+
+class OptionScoring:
+    """The local model ranks the task's fixed answers by likelihood (Engine.score_options)."""
+
+    name = "option-scoring"
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def predict(self, task: Task, image: np.ndarray) -> tuple[str, dict[str, float]]:
+        probs = self.engine.score_options([image], task.prompt(), task.answers())
+        return max(probs, key=probs.get), probs
+
+
+def held_out_image(task: Task, seed: int, i: int):
+    """(id, RGB uint8 image, labels) of held-out record i, rendered as the data builders render it."""
+    from data_builders.families import get_family
+    from data_builders.stretch import render_rgb
+
+    family = get_family(task.family)
+    record = family.simulate(
+        np.random.default_rng([seed, i]), family.default_size, f"{task.id}-{seed}-{i:06d}"
+    )
+    return record.id, render_rgb(record.image, record.domain, record.bands), list(record.labels)
+
+
+def read_predictions(path: Path) -> list[dict]:
+    """The recorded predictions; a last line cut short by an interruption is dropped (and redone)."""
+    if not path.is_file():
+        return []
+    lines = path.read_text().splitlines()
+    entries = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            entries.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number < len(lines):
+                raise ValueError(
+                    f"{path}, line {number}: not a JSON record; fix or delete the file"
+                ) from None
+    return entries
+
+
+def run_task(task: Task, backend, config: RunConfig, progress: bool = True) -> dict:
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = {"task": task.id, "backend": backend.name, "seed": config.seed}  # n may grow on a rerun
+    settings_file = out / "run.json"
+    if settings_file.is_file() and json.loads(settings_file.read_text()) != settings:
+        raise ValueError(f"{out} holds a run with other settings ({settings_file}); use another --out")
+    settings_file.write_text(json.dumps(settings, indent=2) + "\n")
+
+    path = out / PREDICTIONS
+    done = read_predictions(path)[: config.n]
+    with open(path, "w") as f:  # rewritten without a line cut by an interruption
+        f.writelines(json.dumps(d) + "\n" for d in done)
+    with open(path, "a") as f:
+        for i in tqdm(range(len(done), config.n), desc=task.id, initial=len(done), total=config.n,
+                      disable=not progress):  # fmt: skip
+            image_id, image, labels = held_out_image(task, config.seed, i)
+            answer, probs = backend.predict(task, image)
+            entry = {"id": image_id, "truth": task.truth(labels), "prediction": answer, "probs": probs}
+            f.write(json.dumps(entry) + "\n")
+            f.flush()
+            done.append(entry)
+    metrics = {
+        "task": task.id,
+        "backend": backend.name,
+        **score(task, [d["truth"] for d in done], [d["prediction"] for d in done]),
+    }
+    (out / METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics

@@ -1,0 +1,55 @@
+"""The runner: held-out images, option scoring with a real (tiny) model, JSONL records, resumption."""
+
+import json
+
+import numpy as np
+import pytest
+import test_vlm_model
+from test_vlm_model import tiny_model
+
+from benchmarks.report import quality_table
+from benchmarks.runner import OptionScoring, RunConfig, held_out_image, run_task
+from benchmarks.tasks import load_task
+from vlm.engine import Engine, EngineConfig
+from vlm.processor import AstroVLMProcessor
+
+tokenizer = test_vlm_model.tokenizer  # the fixture
+
+
+@pytest.fixture(scope="module")
+def backend(tokenizer):
+    model = tiny_model(tokenizer)
+    processor = AstroVLMProcessor.for_model(tokenizer, model.config)
+    return OptionScoring(Engine(model, processor, EngineConfig(dtype="float32")))
+
+
+def test_held_out_images_are_not_the_training_records():
+    task = load_task("b6")
+    held_id, held, _ = held_out_image(task, seed=1, i=0)
+    train_id, train, _ = held_out_image(task, seed=0, i=0)  # what `data build --seed 0` draws first
+    assert held.dtype == np.uint8 and held.shape[-1] == 3 and held_id != train_id
+    assert not np.array_equal(held, train)
+    np.testing.assert_array_equal(held, held_out_image(task, seed=1, i=0)[1])
+
+
+def test_a_run_records_every_prediction_resumes_and_tabulates(backend, tmp_path):
+    task = load_task("b1")
+    out = tmp_path / "tiny" / "b1"
+    first = run_task(task, backend, RunConfig(out=str(out), n=3), progress=False)
+    lines = (out / "predictions.jsonl").read_text().splitlines()
+    assert first["n"] == 3 and len(lines) == 3
+    entry = json.loads(lines[0])
+    assert entry["prediction"] in task.answers() and sum(entry["probs"].values()) == pytest.approx(1)
+
+    (out / "predictions.jsonl").write_text("\n".join(lines) + '\n{"id": "cut off')  # an interrupted write
+    second = run_task(task, backend, RunConfig(out=str(out), n=5), progress=False)
+    again = (out / "predictions.jsonl").read_text().splitlines()
+    assert second["n"] == 5 and again[:3] == lines
+
+    with pytest.raises(ValueError, match="other settings"):
+        run_task(task, backend, RunConfig(out=str(out), n=5, seed=7), progress=False)
+    (out / "predictions.jsonl").write_text("garbage\n" + "\n".join(again) + "\n")
+    with pytest.raises(ValueError, match="line 1: not a JSON record"):
+        run_task(task, backend, RunConfig(out=str(out), n=5), progress=False)
+    table = quality_table([tmp_path / "tiny", tmp_path / "missing"])
+    assert "| b1 | " in table and "n 5" in table and "–" in table

@@ -1,0 +1,58 @@
+"""Benchmark tasks as data: the seed's questions and options, the answers option scoring ranks, metrics."""
+
+import pytest
+
+from benchmarks.metrics import score
+from benchmarks.tasks import Task, list_tasks, load_task
+from data_builders.families import get_family
+
+
+def test_every_task_matches_its_data_family():
+    assert {"b1", "b2", "b3", "b4", "b5", "b6", "galaxymnist"} <= set(list_tasks())
+    for task_id in list_tasks():
+        task = load_task(task_id)
+        family = get_family(task.family)
+        assert set(task.options) == set(family.classes) and task.label_type == family.label_type
+        assert task.prompt().startswith(task.question) and all(o in task.prompt() for o in task.options)
+
+
+def test_seed_003_wording():
+    assert (
+        load_task("b3").question
+        == "Do you see any likely radio galaxy with an extended morphology in the image?"
+    )
+    assert load_task("b6").options == ("FR-I", "FR-II")
+
+
+def test_a_multi_label_task_ranks_every_combination_and_builds_truths_as_the_data_builders_do():
+    b1 = load_task("b1")
+    answers = b1.answers()
+    assert len(answers) == 2**3 and answers[-1] == "NONE" and "EXTENDED, DIFFUSE-LARGE" in answers
+    assert b1.truth(["DIFFUSE-LARGE", "EXTENDED"]) == "EXTENDED, DIFFUSE-LARGE"
+    assert b1.truth(["NONE"]) == "NONE"
+    with pytest.raises(ValueError, match="match 2 options"):
+        load_task("b6").truth(["FR-I", "FR-II"])
+    with pytest.raises(ValueError, match="unknown benchmark task"):
+        load_task("b9")
+    with pytest.raises(ValueError, match="label_type"):
+        Task("x", "radio-b6", "ranking", "?", ("a", "b"))
+
+
+def test_single_label_metrics_and_merged_classes():
+    task = load_task("galaxymnist")
+    truths = ["smooth_round", "smooth_cigar", "edge_on_disk", "unbarred_spiral"] * 2
+    predictions = ["smooth_round", "edge_on_disk", "smooth_cigar", "unbarred_spiral"] * 2
+    m = score(task, truths, predictions)
+    assert m["accuracy"] == 0.5 and m["macro_f1"] == 0.5
+    assert m["per_class"]["smooth_cigar"]["recall"] == 0 and m["confusion"][1][2] == 2
+    merged = m["merged:smooth_cigar+edge_on_disk"]
+    assert merged["accuracy"] == 1.0 and merged["classes"][-1] == "smooth_cigar+edge_on_disk"
+
+
+def test_multi_label_metrics_score_each_class():
+    task = load_task("b1")
+    m = score(task, ["EXTENDED", "EXTENDED, DIFFUSE", "NONE"], ["EXTENDED", "EXTENDED", "DIFFUSE"])
+    assert m["per_class"]["EXTENDED"]["f1"] == 1.0 and m["per_class"]["DIFFUSE"]["f1"] == 0.0
+    assert m["macro_f1"] == pytest.approx(1 / 3) and m["exact_match"] == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="as many predictions"):
+        score(task, ["NONE"], [])

@@ -1,0 +1,177 @@
+"""VLM training: the answer-only loss, the data mixture, exact resumption, the stages, presets and errors.
+
+Runs use a tiny random Llama and the lvm-tiny-test tower saved to folders (so the real loading path is
+taken) and small sets built by the data builders.
+"""
+
+import json
+
+import numpy as np
+import pytest
+import test_vlm_model
+import torch
+from safetensors.torch import load_file
+from test_vlm_model import images, tiny_model, user
+
+from data_builders.build import BuildConfig, build
+from vlm.engine import Engine, EngineConfig
+from vlm.forgetting import general_knowledge, general_knowledge_score
+from vlm.lvm import LVM, get_config
+from vlm.model import LORA_DIR, PROJECTOR_FILE
+from vlm.processor import AstroVLMProcessor
+from vlm.train import TrainConfig, list_presets, load_config, train
+from vlm.train_data import ConversationSet, DataSource, dialogue_kinds, mixture_plan
+
+tokenizer = test_vlm_model.tokenizer  # the fixture
+
+
+@pytest.fixture(scope="module")
+def parts(tokenizer, tmp_path_factory):
+    """Folders of a tiny LM (+ tokenizer) and a tiny LVM, as a user's checkpoints would be."""
+    root = tmp_path_factory.mktemp("parts")
+    model = tiny_model(tokenizer)
+    model.language_model.save_pretrained(root / "lm")
+    tokenizer.save_pretrained(root / "lm")
+    LVM(get_config("lvm-tiny-test")).save(root / "lvm")
+    return {"language_model": str(root / "lm"), "vision_tower": str(root / "lvm")}
+
+
+@pytest.fixture(scope="module")
+def sets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sets")
+    for family in ("radio-b6", "optical-gmnist"):
+        build(BuildConfig(out=str(root / family), family=family, n=6, size=32, shard_size=3), progress=False)
+    return root
+
+
+def tiny_config(parts, sets, out, **fields) -> TrainConfig:
+    settings = {
+        "stage": "lora",
+        "data": [{"path": str(sets / "radio-b6"), "weight": 2}, {"path": str(sets / "optical-gmnist")}],
+        "steps": 4,
+        "batch_size": 2,
+        "lr": 1e-2,
+        "warmup": 1,
+        "log_every": 1,
+        "ckpt_every": 1,
+        "forgetting": False,
+        "lora": {"r": 4, "alpha": 8, "dropout": 0.1, "target_modules": ["q_proj", "v_proj"]},
+        **parts,
+    }
+    return TrainConfig(out=str(out), **{**settings, **fields})
+
+
+def test_the_answer_only_loss_equals_the_full_forward_loss(tokenizer):
+    model = tiny_model(tokenizer)
+    processor = AstroVLMProcessor.for_model(tokenizer, model.config)
+    conversations = [
+        [user("What is this?", images(1)), {"role": "assistant", "content": "A galaxy."}],
+        [user("Count the sources.", images(1, seed=3)), {"role": "assistant", "content": "There are 12."}],
+    ]
+    batch = processor.collate([processor(c) for c in conversations])
+    full = model(**batch).loss
+    fast = model(**batch, loss_only=True).loss
+    torch.testing.assert_close(fast, full)
+    with pytest.raises(ValueError, match="needs labels"):
+        model(input_ids=batch["input_ids"], pixel_values=batch["pixel_values"], loss_only=True)
+
+
+def test_the_mixture_follows_the_weights_and_uses_every_example_before_repeating(sets):
+    big = ConversationSet(DataSource(str(sets / "radio-b6"), weight=3))
+    small = ConversationSet(DataSource(str(sets / "optical-gmnist"), weight=1, kinds=["describe"]))
+    assert len(big) == 6 * 4  # 6 images, 4 dialogues each
+    templates = [small.rows[int(row)]["templates"][int(d)] for row, d in small.examples]
+    assert 0 < len(small) < 24 and all(dialogue_kinds(t) == {"describe"} for t in templates)
+    plan = mixture_plan([big, small], 4000, seed=0)
+    share = (plan[:, 0] == 0).mean()
+    assert 0.72 < share < 0.78
+    first = plan[plan[:, 0] == 0][: len(big), 1]
+    assert sorted(first.tolist()) == list(range(len(big)))  # one epoch: each example exactly once
+    np.testing.assert_array_equal(plan, mixture_plan([big, small], 4000, seed=0))
+    assert dialogue_kinds("classify/1+presence/3") == {"classify", "presence"}
+
+
+def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(parts, sets, tmp_path):
+    straight = train(tiny_config(parts, sets, tmp_path / "straight"), progress=False)
+    config = tiny_config(parts, sets, tmp_path / "resumed")
+    halfway = train(config, stop_after=2, progress=False)
+    assert halfway["step"] == 2 and not (tmp_path / "resumed" / "adapter").exists()
+    resumed = train(config, progress=False)
+    assert resumed["step"] == straight["step"] == 4
+
+    for name in (PROJECTOR_FILE, f"{LORA_DIR}/adapter_model.safetensors"):
+        a = load_file(tmp_path / "straight" / "adapter" / name)
+        b = load_file(tmp_path / "resumed" / "adapter" / name)
+        assert a.keys() == b.keys() and a
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+    logs = [
+        [json.loads(line)["loss"] for line in (tmp_path / run / "log.jsonl").read_text().splitlines()]
+        for run in ("straight", "resumed")
+    ]
+    assert len(logs[0]) == 4 and logs[0] == logs[1]
+    assert (tmp_path / "resumed" / "loss.png").stat().st_size > 1000
+
+
+def test_stages_train_what_they_say_and_their_results_load(parts, sets, tmp_path):
+    projector = train(tiny_config(parts, sets, tmp_path / "p", stage="projector", steps=2), progress=False)
+    lora = tiny_config(parts, sets, tmp_path / "l", steps=2, init_adapter=str(tmp_path / "p" / "adapter"))
+    lora_metrics = train(lora, progress=False)
+    full = tiny_config(parts, sets, tmp_path / "f", stage="full", steps=2, forgetting=True)
+    full_metrics = train(full, progress=False)
+
+    lm_params = sum(p.numel() for p in tiny_model_lm(parts).parameters())
+    assert projector["trainable_params"] < lora_metrics["trainable_params"] < full_metrics["trainable_params"]
+    assert full_metrics["trainable_params"] > lm_params  # the whole LM and the projector
+    assert not (tmp_path / "p" / "adapter" / LORA_DIR).exists()
+    assert (tmp_path / "l" / "adapter" / LORA_DIR).is_dir()
+    for key in ("forgetting_before", "forgetting_after"):
+        assert full_metrics[key]["n"] == len(general_knowledge())
+
+    # the full stage's LM comes back with its adapter; its answers differ from the untrained LM's
+    vision = LVM.load(parts["vision_tower"])
+    trained = Engine.load(tmp_path / "f" / "adapter", EngineConfig(dtype="float32"), vision_tower=vision)
+    base = Engine.load(tmp_path / "p" / "adapter", EngineConfig(dtype="float32"), language_model=parts["language_model"], vision_tower=vision)  # fmt: skip
+    question = [user("What is this?", images(1))]
+    assert trained.chat(question, max_new_tokens=8, stream=False).text != base.chat(question, max_new_tokens=8, stream=False).text  # fmt: skip
+
+
+def tiny_model_lm(parts):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(parts["language_model"])
+
+
+def test_a_run_refuses_to_resume_with_other_settings(parts, sets, tmp_path):
+    train(tiny_config(parts, sets, tmp_path / "run"), stop_after=1, progress=False)
+    with pytest.raises(ValueError, match="lr"):
+        train(tiny_config(parts, sets, tmp_path / "run", lr=1e-3), progress=False)
+    train(tiny_config(parts, sets, tmp_path / "run", log_every=2), stop_after=2, progress=False)  # allowed
+
+
+def test_presets_load_with_overrides_and_bad_configs_fail_clearly(tmp_path):
+    assert {"projector-smollm2", "lora-smollm2", "full-smollm2"} <= set(list_presets())
+    config = load_config("lora-smollm2", str(tmp_path), overrides=["lora.r=4", "steps=3"])
+    assert config.lora.r == 4 and config.lora.alpha == 32 and config.steps == 3 and config.stage == "lora"
+    assert all(isinstance(d, DataSource) for d in config.data)
+    with pytest.raises(ValueError, match="unknown train preset"):
+        load_config("no-such-preset", str(tmp_path))
+    with pytest.raises(ValueError, match="unknown train config fields"):
+        load_config("lora-smollm2", str(tmp_path), overrides=["learning_rate=1"])
+    with pytest.raises(ValueError, match="stage must be one of"):
+        load_config("lora-smollm2", str(tmp_path), overrides=["stage=qlora"])
+    with pytest.raises(FileNotFoundError, match="astrovlm data build"):
+        ConversationSet(DataSource(str(tmp_path / "nothing")))
+    with pytest.raises(ValueError, match="weight must be > 0"):
+        DataSource("x", weight=0)
+
+
+def test_general_knowledge_is_scored_by_option_likelihood(tokenizer):
+    questions = general_knowledge()
+    assert len(questions) >= 40 and all(q.answer in q.options for q in questions)
+    model = tiny_model(tokenizer)
+    engine = Engine(
+        model, AstroVLMProcessor.for_model(tokenizer, model.config), EngineConfig(dtype="float32")
+    )
+    score = general_knowledge_score(engine, questions[:5])
+    assert score["n"] == 5 and 0 <= score["accuracy"] <= 1 and 0 < score["mean_p_correct"] < 1
