@@ -25,11 +25,13 @@ the LoRA weights; `merge_lora()` folds LoRA into the LM before a full save_pretr
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import torch
 from peft import PeftModel
 from peft.utils import load_peft_weights, set_peft_model_state_dict
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModelForCausalLM, GenerationMixin, PreTrainedModel
@@ -264,16 +266,19 @@ class AstroVLM(PreTrainedModel, GenerationMixin):
             mismatched.append("text_config.hidden_size")
         if mismatched:
             raise ValueError(f"the adapter in {directory} was trained for another model: {mismatched} differ")
-        self.projector.load_state_dict(load_file(directory / PROJECTOR_FILE))
-        lora = directory / LORA_DIR
-        if not lora.is_dir():
-            return
-        if isinstance(self.language_model, PeftModel):
-            set_peft_model_state_dict(self.language_model, load_peft_weights(str(lora)))
-        else:
-            self.language_model = PeftModel.from_pretrained(
-                self.language_model, lora, is_trainable=is_trainable
-            )
+        try:  # a truncated or overwritten file: one clear line instead of a deserialiser's trace
+            self.projector.load_state_dict(load_file(directory / PROJECTOR_FILE))
+            lora = directory / LORA_DIR
+            if not lora.is_dir():
+                return
+            if isinstance(self.language_model, PeftModel):
+                set_peft_model_state_dict(self.language_model, load_peft_weights(str(lora)))
+            else:
+                self.language_model = PeftModel.from_pretrained(
+                    self.language_model, lora, is_trainable=is_trainable
+                )
+        except (SafetensorError, OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"the adapter in {directory} is corrupt or incomplete: {exc}") from exc
 
 
 def build_astrovlm(

@@ -214,6 +214,9 @@ def test_load_restores_and_merges_a_lora_adapter_and_warns_without_one(tokenizer
         got = engine.model(input_ids=inputs["input_ids"], pixel_values=inputs["pixel_values"]).logits
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
 
+    (tmp_path / "adapter" / "projector.safetensors").write_bytes(b"\x00" * 10)  # a cut download
+    with pytest.raises(ValueError, match="corrupt or incomplete"):
+        Engine.load(tmp_path / "adapter", language_model=tmp_path / "lm", vision_tower=trained.vision_tower)
     with pytest.raises(FileNotFoundError, match="not an adapter"):
         Engine.load(tmp_path / "lm", language_model=tmp_path / "lm", vision_tower=trained.vision_tower)
     monkeypatch.setattr(vlm.engine, "DEFAULT_ADAPTER_DIR", tmp_path / "not-shipped")
