@@ -2,7 +2,9 @@
 
 Single-label and binary tasks: accuracy, macro and weighted F1, per-class precision/recall/F1 and the
 confusion matrix. Multi-label tasks (answers like "EXTENDED, DIFFUSE" or NONE): per-class F1 over the
-task's classes, their macro mean, and exact-match accuracy.
+task's classes, their macro mean, and exact-match accuracy. A prediction of None (a reply that could not
+be parsed) is wrong for accuracy, exact match and every single-label score; in a multi-label task's
+per-class scores it names no class. The share of them is reported as parse_failure_rate.
 """
 
 from __future__ import annotations
@@ -17,12 +19,18 @@ def split_answer(answer: str) -> set[str]:
     return {part.strip() for part in answer.split(",")} - {NONE, ""}
 
 
-def score(task: Task, truths: list[str], predictions: list[str]) -> dict:
+UNPARSED = "<unparsed>"  # stands for a None prediction: a class of its own, so never a right answer
+
+
+def score(task: Task, truths: list[str], predictions: list[str | None]) -> dict:
     if len(truths) != len(predictions) or not truths:
         raise ValueError(f"need as many predictions as truths, and some: {len(truths)} vs {len(predictions)}")
+    failures = sum(p is None for p in predictions)
+    predictions = [UNPARSED if p is None else p for p in predictions]
     if task.label_type == "multi":
-        return _multi_label(task, truths, predictions)
+        return {**_multi_label(task, truths, predictions), "parse_failure_rate": failures / len(truths)}
     out = _single_label(list(task.options), truths, predictions)
+    out["parse_failure_rate"] = failures / len(truths)
     for name, members in task.merged_classes.items():
         merge = {m: name for m in members}
         merged = [o for o in task.options if o not in merge] + [name]

@@ -19,6 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmarks.metrics import score
+from benchmarks.parse import parse_answer
 from benchmarks.tasks import Task
 
 PREDICTIONS = "predictions.jsonl"
@@ -40,9 +41,25 @@ class OptionScoring:
     def __init__(self, engine):
         self.engine = engine
 
-    def predict(self, task: Task, image: np.ndarray) -> tuple[str, dict[str, float]]:
+    def predict(self, task: Task, image: np.ndarray) -> tuple[str, dict]:
         probs = self.engine.score_options([image], task.prompt(), task.answers())
-        return max(probs, key=probs.get), probs
+        return max(probs, key=probs.get), {"probs": probs}
+
+
+class Generation:
+    """The local model answers in free text (greedy); the answer is parsed, and kept as it was said."""
+
+    name = "generation"
+
+    def __init__(self, engine, max_new_tokens: int = 32):
+        self.engine, self.max_new_tokens = engine, max_new_tokens
+
+    def predict(self, task: Task, image: np.ndarray) -> tuple[str | None, dict]:
+        question = [{"type": "image", "image": image}, {"type": "text", "text": task.prompt()}]
+        reply = self.engine.chat(
+            [{"role": "user", "content": question}], max_new_tokens=self.max_new_tokens, stream=False
+        )
+        return parse_answer(task, reply.text), {"raw": reply.text}
 
 
 def held_out_image(task: Task, seed: int, i: int):
@@ -91,8 +108,8 @@ def run_task(task: Task, backend, config: RunConfig, progress: bool = True) -> d
         for i in tqdm(range(len(done), config.n), desc=task.id, initial=len(done), total=config.n,
                       disable=not progress):  # fmt: skip
             image_id, image, labels = held_out_image(task, config.seed, i)
-            answer, probs = backend.predict(task, image)
-            entry = {"id": image_id, "truth": task.truth(labels), "prediction": answer, "probs": probs}
+            answer, details = backend.predict(task, image)  # answer None: the reply could not be read
+            entry = {"id": image_id, "truth": task.truth(labels), "prediction": answer, **details}
             f.write(json.dumps(entry) + "\n")
             f.flush()
             done.append(entry)

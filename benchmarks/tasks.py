@@ -31,6 +31,7 @@ class Task:
     question: str
     options: tuple[str, ...]
     merged_classes: dict[str, list[str]] = field(default_factory=dict)  # extra scores with classes merged
+    numbered: bool = False  # the prompt asks for the option's number (from 0), as seed 001's do
 
     def __post_init__(self):
         if self.label_type not in LABEL_TYPES:

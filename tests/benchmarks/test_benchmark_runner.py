@@ -8,7 +8,7 @@ import test_vlm_model
 from test_vlm_model import tiny_model
 
 from benchmarks.report import quality_table
-from benchmarks.runner import OptionScoring, RunConfig, held_out_image, run_task
+from benchmarks.runner import Generation, OptionScoring, RunConfig, held_out_image, run_task
 from benchmarks.tasks import load_task
 from vlm.engine import Engine, EngineConfig
 from vlm.processor import AstroVLMProcessor
@@ -53,3 +53,15 @@ def test_a_run_records_every_prediction_resumes_and_tabulates(backend, tmp_path)
         run_task(task, backend, RunConfig(out=str(out), n=5), progress=False)
     table = quality_table([tmp_path / "tiny", tmp_path / "missing"])
     assert "| b1 | " in table and "n 5" in table and "–" in table
+
+
+def test_free_text_answers_are_kept_raw_and_unreadable_ones_count_as_wrong(backend, tmp_path):
+    task = load_task("b6")
+    generation = Generation(backend.engine, max_new_tokens=6)  # a random tiny model: mostly gibberish
+    metrics = run_task(task, generation, RunConfig(out=str(tmp_path / "b6"), n=4), progress=False)
+    entries = [json.loads(line) for line in (tmp_path / "b6" / "predictions.jsonl").read_text().splitlines()]
+    assert all(isinstance(e["raw"], str) for e in entries) and len(entries) == 4
+    failures = sum(e["prediction"] is None for e in entries)
+    assert metrics["parse_failure_rate"] == failures / 4
+    right = sum(e["prediction"] == e["truth"] for e in entries)
+    assert metrics["accuracy"] == right / 4

@@ -54,5 +54,9 @@ def test_multi_label_metrics_score_each_class():
     m = score(task, ["EXTENDED", "EXTENDED, DIFFUSE", "NONE"], ["EXTENDED", "EXTENDED", "DIFFUSE"])
     assert m["per_class"]["EXTENDED"]["f1"] == 1.0 and m["per_class"]["DIFFUSE"]["f1"] == 0.0
     assert m["macro_f1"] == pytest.approx(1 / 3) and m["exact_match"] == pytest.approx(1 / 3)
+    with_failure = score(task, ["EXTENDED", "NONE"], [None, "NONE"])
+    assert with_failure["parse_failure_rate"] == 0.5 and with_failure["exact_match"] == 0.5
+    single = score(load_task("b6"), ["FR-I", "FR-II"], [None, "FR-II"])
+    assert single["accuracy"] == 0.5 and single["per_class"]["FR-I"]["recall"] == 0
     with pytest.raises(ValueError, match="as many predictions"):
         score(task, ["NONE"], [])
