@@ -43,7 +43,7 @@ class OptionScoring:
 
     def predict(self, task: Task, image: np.ndarray) -> tuple[str, dict]:
         probs = self.engine.score_options([image], task.prompt(), task.answers())
-        return max(probs, key=probs.get), {"probs": probs}
+        return task.read_answer(max(probs, key=probs.get)), {"probs": probs}
 
 
 class Generation:

@@ -42,11 +42,15 @@ class Task:
             raise ValueError(
                 f"task {self.id}: options must be strings (quote YES and NO), got {self.options}"
             )
+        if self.numbered and self.label_type == "multi":
+            raise ValueError(f"task {self.id}: a multi-label task cannot be answered with one number")
         if len(self.options) < 2:
             raise ValueError(f"task {self.id}: needs at least two options, got {self.options}")
 
     def prompt(self) -> str:
-        return f"{self.question}\nOptions: {', '.join(self.options)}."
+        """What the model is asked: a numbered task's text already says how to answer; the others list
+        their options after the question, as the training sets do."""
+        return self.question if self.numbered else f"{self.question}\nOptions: {', '.join(self.options)}."
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -54,13 +58,20 @@ class Task:
         return tuple(o for o in self.options if not (self.label_type == "multi" and o == NONE))
 
     def answers(self) -> list[str]:
-        """The answers option scoring ranks: the options, or for a multi-label task every combination."""
+        """The answers option scoring ranks: the options (their numbers, for a numbered task), or for a
+        multi-label task every combination."""
+        if self.numbered:
+            return [str(i) for i in range(len(self.options))]
         if self.label_type != "multi":
             return list(self.options)
         combos = [
             ", ".join(c) for k in range(1, len(self.classes) + 1) for c in combinations(self.classes, k)
         ]
         return [*combos, NONE]
+
+    def read_answer(self, answer: str) -> str:
+        """One of answers() in the task's own form (a numbered task's "2" is its third option)."""
+        return self.options[int(answer)] if self.numbered else answer
 
     def truth(self, labels) -> str:
         """The answer a record with these labels should get."""

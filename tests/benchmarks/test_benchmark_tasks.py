@@ -1,5 +1,8 @@
 """Benchmark tasks as data: the seed's questions and options, the answers option scoring ranks, metrics."""
 
+import json
+from pathlib import Path
+
 import pytest
 
 from benchmarks.metrics import score
@@ -8,12 +11,15 @@ from data_builders.families import get_family
 
 
 def test_every_task_matches_its_data_family():
-    assert {"b1", "b2", "b3", "b4", "b5", "b6", "galaxymnist"} <= set(list_tasks())
+    assert {"b1", "b2", "b3", "b4", "b5", "b6", "galaxymnist", "lsbg", "galaxymnist-zeroshot"} <= set(
+        list_tasks()
+    )
     for task_id in list_tasks():
         task = load_task(task_id)
         family = get_family(task.family)
         assert set(task.options) == set(family.classes) and task.label_type == family.label_type
-        assert task.prompt().startswith(task.question) and all(o in task.prompt() for o in task.options)
+        assert task.prompt().startswith(task.question)
+        assert task.numbered or all(o in task.prompt() for o in task.options)
 
 
 def test_seed_003_wording():
@@ -60,3 +66,16 @@ def test_multi_label_metrics_score_each_class():
     assert single["accuracy"] == 0.5 and single["per_class"]["FR-I"]["recall"] == 0
     with pytest.raises(ValueError, match="as many predictions"):
         score(task, ["NONE"], [])
+
+
+def test_prompts_match_their_snapshot():
+    """Wording changes must be deliberate: update prompts.snapshot.json in the same commit."""
+    snapshot = json.loads((Path(__file__).parent / "prompts.snapshot.json").read_text())
+    assert {t: load_task(t).prompt() for t in list_tasks()} == snapshot
+
+
+def test_numbered_tasks_rank_numbers_and_read_them_back():
+    task = load_task("galaxymnist-zeroshot")
+    assert task.answers() == ["0", "1", "2", "3"] and task.read_answer("2") == "edge_on_disk"
+    assert task.prompt() == task.question and "Respond with a number" in task.prompt()
+    assert load_task("lsbg-zeroshot").read_answer("1") == "LSBG"
