@@ -3,6 +3,7 @@
     astrovlm bench list
     astrovlm bench run --out runs/bench/lora [--adapter runs/vlm/adapter] [--tasks b1,b3] [--n 200]
     astrovlm bench run --out runs/bench/base --base       # SmolLM2 + LVM with an untrained projector
+    astrovlm bench run --out runs/bench/gen --mode generate --tasks galaxymnist-zeroshot   # free text
     astrovlm bench table runs/bench/base runs/bench/lora  # Markdown: macro-F1 (and accuracy) per task
 
 Each run folder gets one subfolder per task (predictions.jsonl, metrics.json); rerunning resumes.
@@ -28,6 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     model = run.add_mutually_exclusive_group()
     model.add_argument("--adapter", help="a trained adapter folder (default: the shipped one)")
     model.add_argument("--base", action="store_true", help="no adapter: the untrained assembly")
+    run.add_argument("--mode", choices=("score", "generate"), default="score",
+                     help="score: rank the options by likelihood (default); generate: free text, parsed")  # fmt: skip
     run.add_argument("--no-progress", action="store_true")
     run.set_defaults(func=run_run)
 
@@ -45,14 +48,14 @@ def run_list(args) -> None:
 
 
 def run_run(args) -> None:
-    from benchmarks.runner import OptionScoring, RunConfig, run_task
+    from benchmarks.runner import Generation, OptionScoring, RunConfig, run_task
     from benchmarks.tasks import list_tasks, load_task
     from vlm.engine import Engine
     from vlm.model import build_astrovlm
 
     tasks = [load_task(t) for t in (args.tasks.split(",") if args.tasks else list_tasks())]
     engine = Engine(*build_astrovlm()) if args.base else Engine.load(adapter_dir=args.adapter)
-    backend = OptionScoring(engine)
+    backend = OptionScoring(engine) if args.mode == "score" else Generation(engine)
     for task in tasks:
         config = RunConfig(out=str(Path(args.out) / task.id), n=args.n, seed=args.seed)
         metrics = run_task(task, backend, config, progress=not args.no_progress)
