@@ -3,6 +3,7 @@
     astrovlm bench list
     astrovlm bench run --out runs/bench/lora [--adapter runs/vlm/adapter] [--tasks b1,b3] [--n 200]
     astrovlm bench run --out runs/bench/base --base       # SmolLM2 + LVM with an untrained projector
+    astrovlm bench run --out runs/bench/probe --probe     # vision only: linear probe on LVM features
     astrovlm bench run --out runs/bench/gen --mode generate --tasks galaxymnist-zeroshot   # free text
     astrovlm bench table runs/bench/base runs/bench/lora  # Markdown: macro-F1 (and accuracy) per task
 
@@ -29,6 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     model = run.add_mutually_exclusive_group()
     model.add_argument("--adapter", help="a trained adapter folder (default: the shipped one)")
     model.add_argument("--base", action="store_true", help="no adapter: the untrained assembly")
+    model.add_argument("--probe", action="store_true",
+                       help="the vision-only baseline: a linear probe on frozen LVM features")  # fmt: skip
+    run.add_argument("--probe-train", type=int, default=1000, help="training images of the probe (seed 0)")
     run.add_argument("--mode", choices=("score", "generate"), default="score",
                      help="score: rank the options by likelihood (default); generate: free text, parsed")  # fmt: skip
     run.add_argument("--no-progress", action="store_true")
@@ -54,6 +58,15 @@ def run_run(args) -> None:
     from vlm.model import build_astrovlm
 
     tasks = [load_task(t) for t in (args.tasks.split(",") if args.tasks else list_tasks())]
+    if args.probe:
+        from benchmarks.probe import LinearProbe
+
+        for task in tasks:
+            probe = LinearProbe.fit(task, args.probe_train, progress=not args.no_progress)
+            config = RunConfig(out=str(Path(args.out) / task.id), n=args.n, seed=args.seed)
+            metrics = run_task(task, probe, config, progress=not args.no_progress)
+            print(json.dumps({k: metrics[k] for k in ("task", "n", "macro_f1")}))
+        return
     engine = Engine(*build_astrovlm()) if args.base else Engine.load(adapter_dir=args.adapter)
     backend = OptionScoring(engine) if args.mode == "score" else Generation(engine)
     for task in tasks:

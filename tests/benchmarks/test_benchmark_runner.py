@@ -65,3 +65,21 @@ def test_free_text_answers_are_kept_raw_and_unreadable_ones_count_as_wrong(backe
     assert metrics["parse_failure_rate"] == failures / 4
     right = sum(e["prediction"] == e["truth"] for e in entries)
     assert metrics["accuracy"] == right / 4
+
+
+def test_the_vision_only_probe_learns_a_task_from_lvm_features(tmp_path):
+    from benchmarks.probe import LinearProbe
+    from vlm.lvm import LVM, get_config
+
+    task = load_task("b6")
+    lvm = LVM(get_config("lvm-tiny-test")).eval()  # random weights: the probe's code path, not its skill
+    probe = LinearProbe.fit(task, n_train=16, lvm=lvm, progress=False)
+    metrics = run_task(task, probe, RunConfig(out=str(tmp_path / "b6"), n=4), progress=False)
+    assert metrics["n"] == 4 and metrics["parse_failure_rate"] == 0
+    with pytest.raises(ValueError, match="trained for task b6"):
+        probe.predict(load_task("b3"), held_out_image(load_task("b3"), 1, 0)[1])
+    multi = LinearProbe.fit(load_task("b1"), n_train=16, lvm=lvm, progress=False)
+    assert (
+        multi.predict(load_task("b1"), held_out_image(load_task("b1"), 1, 0)[1])[0]
+        in load_task("b1").answers()
+    )
