@@ -36,6 +36,7 @@ perf: install
 	$(BIN)/python benchmarks/perf/data_speed.py
 	$(BIN)/python benchmarks/perf/lvm_encode.py --weights vlm/weights/lvm-small --threads 1
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/perf/decode.py --threads 1
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/perf/bench_throughput.py --threads 1
 
 # The training sets of the shipped VLM (vlm/train_presets/lora-smollm2.yaml) and the recipe itself.
 VLM_FAMILIES := radio-b1 radio-b2 radio-b3 radio-b4 radio-b5 radio-b6 optical-gmnist optical-lsbg optical-morphology
