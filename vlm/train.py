@@ -35,6 +35,7 @@ from vlm.lvm.pretrain import (
     _read_log,
     _seed_of,
     apply_overrides,
+    check_launch,
     latest_checkpoint,
     mixed_precision,
     read_config_file,
@@ -272,6 +273,7 @@ def train(config: TrainConfig, stop_after: int | None = None, progress: bool = T
         step_scheduler_with_optimizer=False,
     )
     main, world = accelerator.is_main_process, accelerator.num_processes
+    check_launch(accelerator)
     if main:
         out.mkdir(parents=True, exist_ok=True)
         (out / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")

@@ -265,6 +265,17 @@ def mixed_precision(bf16: str | bool) -> str:
 # ----------------------------------------------------------------------------- checkpoints
 
 
+def check_launch(accelerator) -> None:
+    """Refuse N launched copies that each think they are alone (torchrun on CPUs without
+    ACCELERATE_USE_CPU): they would overwrite each other's checkpoints."""
+    launched, world = int(os.environ.get("WORLD_SIZE", "1")), accelerator.num_processes
+    if launched != world:
+        raise RuntimeError(
+            f"{launched} processes were launched but accelerate sees {world}; on CPUs set "
+            "ACCELERATE_USE_CPU=1 (e.g. ACCELERATE_USE_CPU=1 torchrun --nproc_per_node N -m app.cli ...)"
+        )
+
+
 def latest_checkpoint(out: Path) -> Path | None:
     """out/checkpoint, or out/checkpoint.old if a save was cut between its two renames; a folder
     counts only once its trainer_state.json (written last) is there."""
@@ -407,12 +418,7 @@ def pretrain(
         mixed_precision=mixed_precision(config.bf16), step_scheduler_with_optimizer=False
     )
     main, rank, world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
-    launched = int(os.environ.get("WORLD_SIZE", "1"))
-    if launched != world:  # e.g. torchrun on CPUs without ACCELERATE_USE_CPU: N copies that each think
-        raise RuntimeError(  # they are alone would overwrite each other's checkpoints
-            f"{launched} processes were launched but accelerate sees {world}; on CPUs set "
-            "ACCELERATE_USE_CPU=1 (e.g. ACCELERATE_USE_CPU=1 torchrun --nproc_per_node N -m app.cli ...)"
-        )
+    check_launch(accelerator)
     if main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "pretrain_config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
