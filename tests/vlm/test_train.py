@@ -5,6 +5,7 @@ taken) and small sets built by the data builders.
 """
 
 import json
+from functools import partial
 
 import numpy as np
 import pytest
@@ -134,6 +135,24 @@ def test_stages_train_what_they_say_and_their_results_load(parts, sets, tmp_path
     base = Engine.load(tmp_path / "p" / "adapter", EngineConfig(dtype="float32"), language_model=parts["language_model"], vision_tower=vision)  # fmt: skip
     question = [user("What is this?", images(1))]
     assert trained.chat(question, max_new_tokens=8, stream=False).text != base.chat(question, max_new_tokens=8, stream=False).text  # fmt: skip
+
+
+def test_export_ships_a_lora_run_in_float16_with_a_model_card(parts, sets, tmp_path):
+    from vlm.export import export_adapter
+
+    train(tiny_config(parts, sets, tmp_path / "run", steps=2), progress=False)
+    shipped = export_adapter(tmp_path / "run", tmp_path / "shipped", quality="| task | lora |")
+    assert load_file(shipped / PROJECTOR_FILE)["linear_1.weight"].dtype == torch.float16
+    card = (shipped / "README.md").read_text()
+    assert "| task | lora |" in card and "steps" in card and "not scored" in card
+
+    vision = LVM.load(parts["vision_tower"])
+    load = partial(Engine.load, config=EngineConfig(dtype="float32"), language_model=parts["language_model"], vision_tower=vision)  # fmt: skip
+    question = [user("What is this?", images(1))]
+    full_precision = load(tmp_path / "run" / "adapter").chat(question, max_new_tokens=8, stream=False).text
+    assert load(shipped).chat(question, max_new_tokens=8, stream=False).text == full_precision
+    with pytest.raises(FileNotFoundError, match="is the run finished"):
+        export_adapter(tmp_path / "nothing", tmp_path / "x")
 
 
 def tiny_model_lm(parts):
