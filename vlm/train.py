@@ -48,6 +48,7 @@ PRESETS_DIR = Path(__file__).parent / "train_presets"
 STAGES = ("projector", "lora", "full")
 CONFIG_FILE = "train_config.json"
 TRAINABLE_FILE = "trainable.safetensors"
+CALIBRATION_IMAGES = 256  # images of the plan whose vision tokens set the projector's standardisation
 # fields that may change when a run is resumed: they do not change what is trained
 RESUMABLE = {"out", "log_every", "ckpt_every", "forgetting"}
 
@@ -175,6 +176,20 @@ def build_trainable(config: TrainConfig):
     return model, processor
 
 
+@torch.no_grad()
+def calibrate_projector(model, images: list, processor) -> None:
+    from vlm.processor import preprocess_images
+
+    pixels = preprocess_images(images, processor.image_size)
+    tokens = torch.cat(
+        [
+            model.vision_tower.encode(chunk, stage=model.config.vision_stage).tokens
+            for chunk in pixels.split(64)
+        ]
+    )
+    model.projector.calibrate(tokens)
+
+
 def param_groups(model, config: TrainConfig) -> list[dict]:
     """The projector at projector_lr; the LM's (and the tower's) trainable weights at lr."""
     projector = [p for p in model.projector.parameters() if p.requires_grad]
@@ -284,6 +299,10 @@ def train(config: TrainConfig, stop_after: int | None = None, progress: bool = T
     per_step = config.batch_size * config.grad_accum * world
     plan = mixture_plan(sets, config.steps * per_step, config.seed)
     dataset = PlannedConversations(sets, plan, processor, config.max_length)
+    if not config.init_adapter:  # a new projector: standardise the tokens of the images it will see
+        calibrate_projector(
+            model, [sets[k].example(int(j))[1] for k, j in plan[:CALIBRATION_IMAGES]], processor
+        )
     # the plan is already shuffled: a sequential loader, split across processes by accelerate
     loader = DataLoader(dataset, batch_size=config.batch_size, collate_fn=dataset.collate)
     optimizer = torch.optim.AdamW(param_groups(model, config))

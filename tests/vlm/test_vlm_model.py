@@ -391,3 +391,15 @@ def test_default_smollm2_loads_from_the_gguf_then_from_the_cache_and_knows_paris
     out = model.generate(**inputs, max_new_tokens=20, do_sample=False)
     answer = processor.decode(out[0, inputs["input_ids"].shape[1] :])
     assert "Paris" in answer, answer
+
+
+def test_the_projector_standardises_vision_tokens_from_calibration_images(tokenizer):
+    model = tiny_model(tokenizer)
+    n, d = model.config.num_image_tokens, model.config.vision_hidden_size
+    offset = torch.randn(n, d) * 50  # a large constant pattern, as the LVM's bottleneck has
+    tokens = offset + 0.1 * torch.randn(64, n, d)
+    model.projector.calibrate(tokens)
+    standardised = (tokens - model.projector.feature_mean) / model.projector.feature_std
+    assert standardised.mean().abs() < 1e-4 and (standardised.std(dim=0) - 1).abs().max() < 1e-3
+    with pytest.raises(ValueError, match="calibrate needs"):
+        model.projector.calibrate(tokens[:1])
