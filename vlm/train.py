@@ -32,10 +32,11 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from vlm.lvm.pretrain import (
-    _read_log,
+    RunLog,
     _seed_of,
     apply_overrides,
     check_launch,
+    check_resumable,
     latest_checkpoint,
     mixed_precision,
     read_config_file,
@@ -50,7 +51,7 @@ CONFIG_FILE = "train_config.json"
 TRAINABLE_FILE = "trainable.safetensors"
 CALIBRATION_IMAGES = 256  # images of the plan whose vision tokens set the projector's standardisation
 # fields that may change when a run is resumed: they do not change what is trained
-RESUMABLE = {"out", "log_every", "ckpt_every", "forgetting"}
+RESUMABLE = frozenset({"out", "log_every", "ckpt_every", "forgetting"})
 
 
 @dataclass
@@ -226,23 +227,6 @@ def _load_trainable(accelerator, models, input_dir) -> None:
         models.clear()
 
 
-def check_resumable(checkpoint: Path, config: TrainConfig) -> int:
-    saved = json.loads((checkpoint / CONFIG_FILE).read_text())
-    asked = config.to_dict()
-    changed = sorted(
-        k for k in set(saved) | set(asked) if k not in RESUMABLE and saved.get(k) != asked.get(k)
-    )
-    if changed:
-        raise ValueError(
-            f"{checkpoint} was written by a different config ({', '.join(changed)} differ); resume with "
-            "the same settings, use another --out, or delete the checkpoint"
-        )
-    step = json.loads((checkpoint / "trainer_state.json").read_text())["step"]
-    if step > config.steps:
-        raise ValueError(f"{checkpoint} is at step {step}, past steps={config.steps}")
-    return step
-
-
 def general_knowledge(model, processor) -> dict:
     """The forgetting score of the model as it is now (in float32, whatever it trains in)."""
     from vlm.engine import Engine, EngineConfig
@@ -281,7 +265,7 @@ def train(config: TrainConfig, stop_after: int | None = None, progress: bool = T
     out = Path(config.out)
     stop = config.steps if stop_after is None else min(stop_after, config.steps)
     checkpoint = latest_checkpoint(out)
-    start = check_resumable(checkpoint, config) if checkpoint is not None else 0
+    start = check_resumable(checkpoint, config, CONFIG_FILE, RESUMABLE) if checkpoint is not None else 0
     accelerator = Accelerator(
         mixed_precision=mixed_precision(config.bf16),
         gradient_accumulation_steps=config.grad_accum,
@@ -308,8 +292,6 @@ def train(config: TrainConfig, stop_after: int | None = None, progress: bool = T
     optimizer = torch.optim.AdamW(param_groups(model, config))
     scheduler = LambdaLR(optimizer, partial(warmup_cosine, warmup=config.warmup, total=config.steps))
 
-    log_path = out / "log.jsonl"
-    history = _read_log(log_path, start) if checkpoint is not None else []
     before = None
     if config.forgetting and start == 0 and main:
         before = general_knowledge(model, processor)
@@ -319,14 +301,8 @@ def train(config: TrainConfig, stop_after: int | None = None, progress: bool = T
     if checkpoint is not None:
         accelerator.load_state(str(checkpoint))
         before = json.loads((checkpoint / "trainer_state.json").read_text()).get("forgetting_before")
-    if main:
-        log_path.write_text("".join(json.dumps(e) + "\n" for e in history))
-
-    def log(entry: dict) -> None:
-        history.append(entry)
-        if main:
-            with open(log_path, "a") as f:
-                f.write(json.dumps(entry) + "\n")
+    log = RunLog(out / "log.jsonl", start if checkpoint is not None else None, main)
+    history = log.entries
 
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     if main and progress:

@@ -285,18 +285,20 @@ def latest_checkpoint(out: Path) -> Path | None:
     return None
 
 
-def check_resumable(checkpoint: Path, config: PretrainConfig) -> int:
-    """The checkpoint's step; raises if it was written by a config that differs beyond RESUMABLE."""
-    saved = json.loads((checkpoint / "pretrain_config.json").read_text())
+def check_resumable(
+    checkpoint: Path, config, config_file: str = "pretrain_config.json", resumable: frozenset = RESUMABLE
+) -> int:
+    """The checkpoint's step; raises if it was written by a config that differs beyond `resumable`."""
+    saved = json.loads((checkpoint / config_file).read_text())
     asked = config.to_dict()
     changed = sorted(
-        k for k in set(saved) | set(asked) if k not in RESUMABLE and saved.get(k) != asked.get(k)
+        k for k in set(saved) | set(asked) if k not in resumable and saved.get(k) != asked.get(k)
     )
     if changed:
         diff = "; ".join(f"{k}: {saved.get(k)!r} -> {asked.get(k)!r}" for k in changed)
         raise ValueError(
             f"{checkpoint} was written by a different config ({diff}); resume with the same settings "
-            f"(only {', '.join(sorted(RESUMABLE - {'out'}))} may change), use another --out, or delete it"
+            f"(only {', '.join(sorted(resumable - {'out'}))} may change), use another --out, or delete it"
         )
     step = json.loads((checkpoint / "trainer_state.json").read_text())["step"]
     if step > config.steps:
@@ -349,12 +351,25 @@ def _load_lvm(accelerator, models, input_dir) -> None:
         models.clear()
 
 
-def _read_log(path: Path, upto: int) -> list[dict]:
-    """The log entries of steps <= upto (later ones came from work after the checkpoint, now redone)."""
-    if not path.is_file():
-        return []
-    entries = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [e for e in entries if e["step"] <= upto]
+class RunLog:
+    """A run's log.jsonl. Resumed at a checkpoint's step, it keeps the entries up to that step (later
+    ones came from work after the checkpoint, now redone); calling it appends an entry, written to the
+    file by the main process only. `entries` is the log as a list."""
+
+    def __init__(self, path: Path, resumed_at: int | None, main: bool):
+        self.path, self.main = path, main
+        self.entries = []
+        if resumed_at is not None and path.is_file():
+            lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            self.entries = [e for e in lines if e["step"] <= resumed_at]
+        if main:
+            path.write_text("".join(json.dumps(e) + "\n" for e in self.entries))
+
+    def __call__(self, entry: dict) -> None:
+        self.entries.append(entry)
+        if self.main:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(entry) + "\n")
 
 
 def plot_losses(history: list[dict], path: Path) -> None:
@@ -439,18 +454,10 @@ def pretrain(
     accelerator.register_save_state_pre_hook(partial(_save_lvm, accelerator))
     accelerator.register_load_state_pre_hook(partial(_load_lvm, accelerator))
 
-    log_path = out / "log.jsonl"
-    history = _read_log(log_path, start) if checkpoint is not None else []
+    log = RunLog(out / "log.jsonl", start if checkpoint is not None else None, main)
+    history = log.entries
     if checkpoint is not None:
         accelerator.load_state(str(checkpoint))  # weights, optimizer, scheduler, every RNG
-    if main:  # the log as of the checkpoint: what came after it is redone
-        log_path.write_text("".join(json.dumps(e) + "\n" for e in history))
-
-    def log(entry: dict) -> None:
-        history.append(entry)
-        if main:
-            with open(log_path, "a") as f:
-                f.write(json.dumps(entry) + "\n")
 
     patch = accelerator.unwrap_model(model).config.patch_size
     baseline = evaluate(model, val_images, config.batch_size, accelerator, blur=patch)
