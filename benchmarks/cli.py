@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from functools import partial
 from pathlib import Path
 
 
@@ -58,21 +59,18 @@ def run_run(args) -> None:
     from vlm.model import build_astrovlm
 
     tasks = [load_task(t) for t in (args.tasks.split(",") if args.tasks else list_tasks())]
-    if args.probe:
+    if args.probe:  # one probe per task, fitted on its training images
         from benchmarks.probe import LinearProbe
 
-        for task in tasks:
-            probe = LinearProbe.fit(task, args.probe_train, progress=not args.no_progress)
-            config = RunConfig(out=str(Path(args.out) / task.id), n=args.n, seed=args.seed)
-            metrics = run_task(task, probe, config, progress=not args.no_progress)
-            print(json.dumps({k: metrics[k] for k in ("task", "n", "macro_f1")}))
-        return
-    engine = Engine(*build_astrovlm()) if args.base else Engine.load(adapter_dir=args.adapter)
-    backend = OptionScoring(engine) if args.mode == "score" else Generation(engine)
+        backend_for = partial(LinearProbe.fit, n_train=args.probe_train, progress=not args.no_progress)
+    else:
+        engine = Engine(*build_astrovlm()) if args.base else Engine.load(adapter_dir=args.adapter)
+        backend = OptionScoring(engine) if args.mode == "score" else Generation(engine)
+        backend_for = lambda task: backend  # noqa: E731 -- one model answers every task
     for task in tasks:
         config = RunConfig(out=str(Path(args.out) / task.id), n=args.n, seed=args.seed)
-        metrics = run_task(task, backend, config, progress=not args.no_progress)
-        print(json.dumps({k: metrics[k] for k in ("task", "n", "macro_f1") if k in metrics}))
+        metrics = run_task(task, backend_for(task), config, progress=not args.no_progress)
+        print(json.dumps({k: metrics[k] for k in ("task", "n", "macro_f1")}))
 
 
 def run_table(args) -> None:
