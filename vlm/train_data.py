@@ -35,8 +35,9 @@ class DataSource:
 
 
 def dialogue_kinds(template: str) -> set[str]:
-    """The kinds of exchange in a dialogue, from its template name, e.g. "classify/1+presence/3"."""
-    return {part.split("/")[0] for part in template.split("+")}
+    """The kinds of exchange in a dialogue, from its template name, e.g. "classify/1+presence/3" or
+    "tool:image_stats/0" (a tool dialogue names its tool after the kind)."""
+    return {part.split("/")[0].split(":")[0] for part in template.split("+")}
 
 
 class ConversationSet:

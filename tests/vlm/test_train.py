@@ -90,6 +90,7 @@ def test_the_mixture_follows_the_weights_and_uses_every_example_before_repeating
     assert sorted(first.tolist()) == list(range(len(big)))  # one epoch: each example exactly once
     np.testing.assert_array_equal(plan, mixture_plan([big, small], 4000, seed=0))
     assert dialogue_kinds("classify/1+presence/3") == {"classify", "presence"}
+    assert dialogue_kinds("tool:image_stats/0") == {"tool"}
 
 
 def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(parts, sets, tmp_path):
