@@ -6,6 +6,8 @@ astrovlm ask ...       vlm: ask the VLM about images (the answer is streamed)
 astrovlm train ...     vlm: train the VLM's projector, LoRA adapter or whole LM
 astrovlm export ...    vlm: ship a trained adapter as the default
 astrovlm bench ...     benchmarks: run tasks (B1-B6, GalaxyMNIST) with a model, tabulate runs
+astrovlm chat ...      app: the chat UI in the browser, with tools
+astrovlm serve ...     app: an OpenAI-compatible HTTP API
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import argparse
 import logging
 import sys
 
+from app import commands as app_cli
 from benchmarks import cli as bench_cli
 from data_builders import cli as data_cli
 from vlm import cli as vlm_cli
@@ -28,6 +31,7 @@ def parser() -> argparse.ArgumentParser:
     lvm_cli.register(subparsers)
     vlm_cli.register(subparsers)
     bench_cli.register(subparsers)
+    app_cli.register(subparsers)
     return root
 
 

@@ -11,7 +11,6 @@ regression per task (one-vs-rest per class for the multi-label B1).
 from __future__ import annotations
 
 import numpy as np
-import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import make_pipeline
@@ -20,17 +19,7 @@ from tqdm import tqdm
 
 from benchmarks.tasks import NONE, Task
 from vlm.lvm.model import LVM
-from vlm.processor import preprocess_images
-
-
-def lvm_features(lvm: LVM, images: list[np.ndarray], batch_size: int = 64) -> np.ndarray:
-    """(n, N * D) flattened bottleneck tokens of RGB uint8 images."""
-    out = []
-    with torch.inference_mode():
-        for start in range(0, len(images), batch_size):
-            pixels = preprocess_images(images[start : start + batch_size], lvm.config.img_size)
-            out.append(lvm.encode(pixels).tokens.flatten(1).numpy())
-    return np.concatenate(out)
+from vlm.morphology import lvm_features
 
 
 class LinearProbe:

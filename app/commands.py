@@ -1,0 +1,78 @@
+"""`astrovlm chat ...` (the Gradio UI) and `astrovlm serve ...` (the OpenAI-compatible API).
+
+    astrovlm chat [--port 7860] [--adapter DIR] [--gallery DIR]
+    astrovlm serve [--port 8000] [--api-key KEY] [--allow-images-from DIR] [--max-queue 16]
+
+Both listen on 127.0.0.1 unless --host says otherwise, and load the model before they listen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    chat = subparsers.add_parser("chat", help="the chat UI in the browser (Gradio, localhost)")
+    _common(chat, port=7860)
+    chat.add_argument(
+        "--gallery", help="a folder of images for find_similar (default: a simulated+FIRST gallery)"
+    )
+    chat.set_defaults(func=run_chat)
+
+    serve = subparsers.add_parser("serve", help="an OpenAI-compatible HTTP API (/v1/chat/completions)")
+    _common(serve, port=8000)
+    serve.add_argument("--api-key", default=os.environ.get("ASTROVLM_API_KEY"),
+                       help="require `Authorization: Bearer KEY` (default: $ASTROVLM_API_KEY, else none)")  # fmt: skip
+    serve.add_argument("--allow-images-from", action="append", default=[], metavar="DIR",
+                       help="a folder whose images requests may name by path (repeatable; default: none)")  # fmt: skip
+    serve.add_argument("--max-queue", type=int, default=16, help="requests that may wait; more get 429")
+    serve.set_defaults(func=run_serve)
+
+
+def _common(parser: argparse.ArgumentParser, port: int) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: localhost only)")
+    parser.add_argument("--port", type=int, default=port)
+    parser.add_argument("--adapter", help="a save_adapter folder (default: the shipped one)")
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+
+
+def _warn_public(host: str) -> None:
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(
+            f"astrovlm: listening on {host}: anyone who can reach this machine can use the model",
+            file=sys.stderr,
+        )
+
+
+def run_chat(args) -> None:
+    from app.assistant import Assistant, LocalBackend
+    from app.chat import ChatApp, launch
+    from app.tools import ToolResources, ToolRunner
+
+    _warn_public(args.host)
+    resources = ToolResources(gallery_folder=Path(args.gallery) if args.gallery else None)
+    assistant = Assistant(LocalBackend.load(args.adapter), ToolRunner(resources=resources))
+    launch(ChatApp(assistant, max_new_tokens=args.max_new_tokens), host=args.host, port=args.port)
+
+
+def run_serve(args) -> None:
+    from app.assistant import Assistant, LocalBackend
+    from app.server import Server, ServerConfig, serve
+
+    _warn_public(args.host)
+    for folder in args.allow_images_from:
+        if not Path(folder).is_dir():
+            raise FileNotFoundError(f"--allow-images-from {folder}: no such folder")
+    config = ServerConfig(
+        api_key=args.api_key,
+        max_queue=args.max_queue,
+        max_new_tokens=args.max_new_tokens,
+        allowed_image_dirs=[Path(f) for f in args.allow_images_from],
+    )
+    # the client runs its own tools (OpenAI semantics): the model sees the specs the client sends
+    server = Server(Assistant(LocalBackend.load(args.adapter, list_tools=True)), config)
+    print(f"astrovlm: serving {server.model_name} at http://{args.host}:{args.port}/v1", file=sys.stderr)
+    serve(server, args.host, args.port)

@@ -1,0 +1,262 @@
+"""The assistant's tools: what they do, how a call is checked, and how it is run.
+
+    runner = ToolRunner()                                   # every tool of data_builders.tool_specs
+    output = runner.run("detect_sources", {"min_score": 0.6}, images)
+    output.result      # JSON for the model: {"detections": [...]} or {"error": "..."}
+    output.visual      # for people: an annotated PIL image, a bar chart, or a list of (thumbnail, caption)
+
+A call names a tool on the runner's allow-list and gives arguments that its JSON schema accepts
+(tool_specs.TOOL_SPECS, checked by jsonschema, defaults filled in). Tools read only the images already in
+the conversation, by index: none takes a path, so no prompt can make one read a file. A call that fails
+(unknown tool, bad arguments, no such image, an error inside, over the time limit) returns
+{"error": reason}, which the model reads like any result; nothing is raised to the caller.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import io
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+from jsonschema import Draft202012Validator
+from PIL import Image, ImageDraw
+
+from app.images import ChatImage
+from app.threshold_detector import NAME as DETECTOR_NAME
+from app.threshold_detector import detect_threshold
+from data_builders.measure import image_stats
+from data_builders.tool_specs import TOOL_SPECS, openai_tools
+
+log = logging.getLogger(__name__)
+
+
+class ToolError(Exception):
+    """A call the tool cannot serve; its message goes back to the model as {"error": message}."""
+
+
+@dataclass
+class ToolOutput:
+    name: str
+    arguments: dict
+    result: dict  # what the model reads
+    visual: object = None  # PIL.Image | list[(np.ndarray, str)] | None: what people see
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return "error" not in self.result
+
+
+class ToolResources:
+    """The models the tools share, loaded on first use (the LVM once, for all of them)."""
+
+    def __init__(self, lvm=None, morphology_heads_dir=None, gallery_folder=None):
+        self._lvm, self._heads_dir, self._gallery_folder = lvm, morphology_heads_dir, gallery_folder
+
+    @cached_property
+    def lvm(self):
+        from vlm.lvm.shipped import load_default
+
+        return self._lvm or load_default()
+
+    @cached_property
+    def classifier(self):
+        from vlm.morphology import DEFAULT_HEADS_DIR, MorphologyClassifier
+
+        return MorphologyClassifier.load(self._heads_dir or DEFAULT_HEADS_DIR, lvm=self.lvm)
+
+    @cached_property
+    def gallery(self):
+        from app.gallery import Gallery
+
+        if self._gallery_folder is not None:
+            return Gallery.from_folder(self._gallery_folder, self.lvm)
+        return Gallery.default(self.lvm)
+
+
+# ----------------------------------------------------------------------------- the tools
+
+
+def _sky(image: ChatImage, x: float, y: float) -> dict:
+    sky = image.sky(x, y)
+    return sky if sky is not None else {}
+
+
+def tool_image_stats(resources: ToolResources, image: ChatImage) -> tuple[dict, object]:
+    stats = image_stats(image.image.data, image.image.bands)
+    result = {k: round(v, 6) if isinstance(v, float) else v for k, v in stats.items()}
+    header = image.image.header
+    if header is not None and header.get("BUNIT"):
+        result["unit"] = str(header["BUNIT"])
+    if image.pixel_scale_arcsec():
+        result["pixel_scale_arcsec"] = round(image.pixel_scale_arcsec(), 4)
+    height, width = image.shape
+    centre = image.sky((width - 1) / 2, (height - 1) / 2)
+    if centre:
+        result["centre"] = centre
+    if image.image.mask is not None and image.image.mask.any():
+        result["masked_pixels"] = int(image.image.mask.any(axis=0).sum())
+    return result, None
+
+
+def tool_detect_sources(
+    resources: ToolResources, image: ChatImage, min_score: float = 0.5
+) -> tuple[dict, object]:
+    found = [d for d in detect_threshold(image.image.data) if d.score >= min_score]
+    detections = [
+        {
+            "label": d.label,
+            "box": list(d.box),
+            "score": round(d.score, 3),
+            "peak_snr": round(d.peak_snr, 1),
+            "centroid": [round(d.centroid[0], 2), round(d.centroid[1], 2)],
+            **_sky(image, *d.centroid),
+        }
+        for d in found
+    ]
+    return {"detector": DETECTOR_NAME, "detections": detections}, draw_boxes(image, detections)
+
+
+def tool_classify_morphology(resources: ToolResources, image: ChatImage, scheme: str) -> tuple[dict, object]:
+    size = resources.lvm.config.img_size
+    probabilities = resources.classifier.probabilities(image.model_view(size), scheme)
+    ranked = dict(sorted(probabilities.items(), key=lambda kv: -kv[1]))
+    result = {"scheme": scheme, "probabilities": {c: round(p, 4) for c, p in ranked.items()}}
+    return result, bar_chart(ranked, f"classify_morphology ({scheme})")
+
+
+def tool_find_similar(resources: ToolResources, image: ChatImage, k: int = 5) -> tuple[dict, object]:
+    size = resources.lvm.config.img_size
+    neighbours = resources.gallery.nearest(image.model_view(size), k)
+    result = {
+        "neighbours": [
+            {"id": n.id, "label": n.label, "similarity": round(n.similarity, 4)} for n in neighbours
+        ]
+    }
+    visual = [(n.thumbnail, f"{n.id} ({n.label}) {n.similarity:.2f}") for n in neighbours]
+    return result, visual
+
+
+TOOLS: dict[str, Callable[..., tuple[dict, object]]] = {
+    "image_stats": tool_image_stats,
+    "detect_sources": tool_detect_sources,
+    "classify_morphology": tool_classify_morphology,
+    "find_similar": tool_find_similar,
+}
+assert set(TOOLS) == set(TOOL_SPECS), "every spec has an implementation and every implementation a spec"
+
+
+# ----------------------------------------------------------------------------- pictures of results
+
+
+def draw_boxes(image: ChatImage, detections: list[dict]) -> Image.Image:
+    shown = image.display().convert("RGB")
+    scale = shown.width / image.shape[1]
+    draw = ImageDraw.Draw(shown)
+    for d in detections:
+        x0, y0, x1, y1 = (v * scale for v in d["box"])
+        draw.rectangle([x0, y0, x1 - 1, y1 - 1], outline=(0, 255, 120), width=2)
+        draw.text((x0 + 2, max(0, y0 - 11)), f"{d['score']:.2f}", fill=(0, 255, 120))
+    return shown
+
+
+def bar_chart(probabilities: dict[str, float], title: str) -> Image.Image:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(probabilities)[::-1]
+    fig, ax = plt.subplots(figsize=(5, 0.35 * len(names) + 0.9), dpi=100)
+    ax.barh(names, [probabilities[n] for n in names], color="#3b7dd8")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("probability")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return Image.open(buffer).convert("RGB")
+
+
+# ----------------------------------------------------------------------------- the runner
+
+
+@dataclass
+class ToolRunner:
+    allowed: tuple[str, ...] = tuple(TOOLS)
+    timeout_s: float = 60.0
+    resources: ToolResources = field(default_factory=ToolResources)
+
+    def __post_init__(self):
+        unknown = sorted(set(self.allowed) - set(TOOLS))
+        if unknown:
+            raise ValueError(f"unknown tools {unknown}; valid: {sorted(TOOLS)}")
+        self._validators = {
+            name: Draft202012Validator(TOOL_SPECS[name]["parameters"]) for name in self.allowed
+        }
+        # A worker that runs past its time limit cannot be killed: it finishes in the background while
+        # the conversation goes on with an error result; two workers keep one such call from blocking all.
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="tool")
+
+    def specs(self) -> list[dict]:
+        """The allowed tools in OpenAI's `tools=` form."""
+        return openai_tools(list(self.allowed))
+
+    def check(self, name: str, arguments) -> dict:
+        """The arguments with their defaults, or ToolError saying what is wrong with the call."""
+        if name not in self.allowed:
+            raise ToolError(f"unknown tool {name!r}; available: {list(self.allowed)}")
+        if not isinstance(arguments, dict):
+            raise ToolError(f"arguments must be a JSON object, got {type(arguments).__name__}")
+        errors = sorted(self._validators[name].iter_errors(arguments), key=lambda e: list(e.path))
+        if errors:
+            raise ToolError(
+                "; ".join(f"{'.'.join(map(str, e.path)) or 'arguments'}: {e.message}" for e in errors)
+            )
+        properties = TOOL_SPECS[name]["parameters"].get("properties", {})
+        defaults = {key: spec["default"] for key, spec in properties.items() if "default" in spec}
+        return {**defaults, **arguments}
+
+    def run(self, name: str, arguments, images: list[ChatImage]) -> ToolOutput:
+        start = time.perf_counter()
+        try:
+            arguments = self.check(name, arguments)
+            index = arguments.pop("image_index", 0)
+            if not images:
+                raise ToolError("there is no image in the conversation: upload one first")
+            if index >= len(images):
+                raise ToolError(
+                    f"image_index {index} is out of range: the conversation has {len(images)} image(s)"
+                )
+            future = self._pool.submit(TOOLS[name], self.resources, images[index], **arguments)
+            try:
+                result, visual = future.result(timeout=self.timeout_s)
+            except concurrent.futures.TimeoutError:
+                raise ToolError(f"{name} took longer than {self.timeout_s:g} s and was abandoned") from None
+            if index:
+                arguments["image_index"] = index
+        except ToolError as exc:
+            result, visual = {"error": str(exc)}, None
+        except Exception as exc:  # a bug or a model file problem: reported, logged, the chat goes on
+            log.exception("tool %s failed", name)
+            result, visual = {"error": f"{name} failed: {type(exc).__name__}: {exc}"}, None
+        arguments = arguments if isinstance(arguments, dict) else {}
+        return ToolOutput(name, arguments, result, visual, time.perf_counter() - start)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def as_image(visual) -> Image.Image | None:
+    """A tool's visual as one PIL image when it is one (boxes, bars); None for galleries and nothing."""
+    if isinstance(visual, Image.Image):
+        return visual
+    if isinstance(visual, np.ndarray):
+        return Image.fromarray(visual)
+    return None
