@@ -107,7 +107,7 @@ class ChatApp:
             )
         latest = conversation_images(session.history)
         preview = latest[-1].display() if latest else None
-        return gr.MultimodalTextbox(value=None, interactive=False), chat, session, preview, bool(text)
+        return gr.MultimodalTextbox(value=None), chat, session, preview, bool(text)
 
     def respond(self, chat: list, session: Session, asked: bool):
         if not asked:
@@ -250,7 +250,17 @@ class ChatApp:
                         status = gr.Markdown("Backend: the local model.")
                     clear = gr.Button("New conversation", size="sm")
 
-            submitted = box.submit(
+            # One turn at a time: the box and the tool buttons are locked while the model answers, so
+            # a new question never lands in the middle of a turn's history.
+            controls = [box, *buttons, classify]
+
+            def lock(interactive: bool):
+                return lambda: (
+                    [gr.MultimodalTextbox(interactive=interactive)]
+                    + [gr.Button(interactive=interactive) for _ in controls[1:]]
+                )
+
+            submitted = box.submit(lock(False), None, controls, queue=False).then(
                 self.add_user,
                 [box, chat, session, stretch],
                 [box, chat, session, preview, asked],
@@ -259,15 +269,13 @@ class ChatApp:
             reply = submitted.then(
                 self.respond, [chat, session, asked], [chat, session], concurrency_id="model"
             )
-            reply.then(lambda: gr.MultimodalTextbox(interactive=True), None, [box])
-            box.stop(None, None, None, cancels=[reply])
-            for button in buttons:
-                button.click(
+            reply.then(lock(True), None, controls)
+            box.stop(lock(True), None, controls, cancels=[reply])  # a cancelled turn runs no .then
+            for button in [*buttons, classify]:
+                run = button.click(lock(False), None, controls, queue=False).then(
                     self.run_tool, [button, scheme, chat, session], [chat, session], concurrency_id="model"
                 )
-            classify.click(
-                self.run_tool, [classify, scheme, chat, session], [chat, session], concurrency_id="model"
-            )
+                run.then(lock(True), None, controls)
             stretch.change(self.set_stretch, [stretch, session], [session, preview])
             use.click(self.set_backend, [kind, url, model, key, session], [session, status])
             clear.click(lambda: ([], Session(), None), None, [chat, session, preview])
@@ -284,7 +292,7 @@ class ChatApp:
 
 
 def _step(call: ToolCall, status: str, body: str, seconds: float | None = None) -> dict:
-    metadata = {"title": f"🛠️ {call.name or 'tool call'}", "status": status}
+    metadata = {"title": f"tool: {call.name or '(unnamed)'}", "status": status}
     if seconds is not None:
         metadata["duration"] = round(seconds, 2)
     return {"role": "assistant", "content": body, "metadata": metadata}
@@ -300,4 +308,5 @@ def _close_turn(history: list[dict]) -> None:
 def launch(app: ChatApp, host: str = "127.0.0.1", port: int = 7860, **options):
     demo = app.build()
     demo.queue(default_concurrency_limit=1, max_size=32)
-    return demo.launch(server_name=host, server_port=port, allowed_paths=[str(app.workdir)], **options)
+    demo.launch(server_name=host, server_port=port, allowed_paths=[str(app.workdir)], **options)
+    return demo
