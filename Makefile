@@ -7,9 +7,8 @@ BIN := $(VENV)/bin
 # e.g. `make test TORCH_SPEC="torch torchvision"`.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
-DEMO_OUT ?= out/demo
 
-.PHONY: install demo test lint perf vlm-data vlm-default clean
+.PHONY: install browser demo test lint perf vlm-data vlm-default clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,15 +20,19 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
+# The chat UI on the shipped model, at http://127.0.0.1:7860 (Ctrl-C stops it).
 demo: install
-	$(BIN)/astrovlm data preview --family all --out $(DEMO_OUT)
-	@echo "contact sheets written to $(DEMO_OUT)/"
+	HF_HUB_OFFLINE=1 $(BIN)/astrovlm chat
+
+# Debian's Chromium for the browser test (Playwright drives it with executable_path; no browser download).
+browser:
+	command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
+test: lint browser
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 perf: install
@@ -37,6 +40,7 @@ perf: install
 	$(BIN)/python benchmarks/perf/lvm_encode.py --weights vlm/weights/lvm-small --threads 1
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/perf/decode.py --threads 1
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/perf/bench_throughput.py --threads 1
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/perf/serve.py --clients 8 --seconds 60
 
 # The training sets of the shipped VLM (vlm/train_presets/lora-smollm2.yaml) and the recipe itself.
 VLM_FAMILIES := radio-b1 radio-b2 radio-b3 radio-b4 radio-b5 radio-b6 optical-gmnist optical-lsbg optical-morphology
