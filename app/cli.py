@@ -8,6 +8,7 @@ astrovlm export ...    vlm: ship a trained adapter as the default
 astrovlm bench ...     benchmarks: run tasks (B1-B6, GalaxyMNIST) with a model, tabulate runs
 astrovlm chat ...      app: the chat UI in the browser, with tools
 astrovlm serve ...     app: an OpenAI-compatible HTTP API
+astrovlm hitl ...      app: the human-in-the-loop experiments (vlm.heads.hitl_report)
 """
 
 from __future__ import annotations

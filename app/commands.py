@@ -1,4 +1,5 @@
-"""`astrovlm chat ...` (the Gradio UI) and `astrovlm serve ...` (the OpenAI-compatible API).
+"""`astrovlm chat ...` (the Gradio UI), `astrovlm serve ...` (the OpenAI-compatible API) and
+`astrovlm hitl experiment` (seed 000's human-in-the-loop comparisons, vlm.heads.hitl_report).
 
     astrovlm chat [--port 7860] [--adapter DIR] [--gallery DIR]
     astrovlm serve [--port 8000] [--api-key KEY] [--allow-images-from DIR] [--max-queue 16]
@@ -30,6 +31,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="a folder whose images requests may name by path (repeatable; default: none)")  # fmt: skip
     serve.add_argument("--max-queue", type=int, default=16, help="requests that may wait; more get 429")
     serve.set_defaults(func=run_serve)
+
+    hitl = subparsers.add_parser("hitl", help="human-in-the-loop experiments (seed 000 section 5)")
+    hitl_commands = hitl.add_subparsers(dest="hitl_command", required=True)
+    experiment = hitl_commands.add_parser(
+        "experiment", help="LVM+HITL vs random labels vs ResNet-18; alpha; rare targets"
+    )
+    experiment.add_argument("--out", default="docs/hitl-report")
+    experiment.add_argument("--pool", type=int, default=4000, help="simulated images to draw labels from")
+    experiment.add_argument("--test", type=int, default=2000, help="simulated test images")
+    experiment.add_argument("--repeats", type=int, default=5, help="seeds per learner")
+    experiment.add_argument("--no-resnet", action="store_true", help="leave out the ResNet-18 baseline")
+    experiment.set_defaults(func=run_hitl_experiment)
 
 
 def _common(parser: argparse.ArgumentParser, port: int) -> None:
@@ -76,3 +89,10 @@ def run_serve(args) -> None:
     server = Server(Assistant(LocalBackend.load(args.adapter, list_tools=True)), config)
     print(f"astrovlm: serving {server.model_name} at http://{args.host}:{args.port}/v1", file=sys.stderr)
     serve(server, args.host, args.port)
+
+
+def run_hitl_experiment(args) -> None:
+    from vlm.heads.hitl_report import run
+
+    run(args.out, args.pool, args.test, args.repeats, resnet=not args.no_resnet)
+    print((Path(args.out) / "table.md").read_text())
