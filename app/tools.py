@@ -21,16 +21,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 
-import numpy as np
 from jsonschema import Draft202012Validator
 from PIL import Image, ImageDraw
 
+from app.hitl.tools import HITL_TOOLS, HITLError
 from app.images import ChatImage
 from app.threshold_detector import NAME as DETECTOR_NAME
 from app.threshold_detector import detect_threshold
 from data_builders.measure import image_stats
-from data_builders.tool_specs import TOOL_SPECS, openai_tools
+from data_builders.tool_specs import ALL_TOOL_SPECS, openai_tools
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,18 @@ class ToolOutput:
 class ToolResources:
     """The models the tools share, loaded on first use (the LVM once, for all of them)."""
 
-    def __init__(self, lvm=None, morphology_heads_dir=None, gallery_folder=None):
+    def __init__(self, lvm=None, morphology_heads_dir=None, gallery_folder=None, hitl_dir=None):
         self._lvm, self._heads_dir, self._gallery_folder = lvm, morphology_heads_dir, gallery_folder
+        self._hitl_dir = hitl_dir
+
+    @cached_property
+    def hitl_dir(self) -> Path:
+        """Where HITL sessions and their exports are kept (default: a folder of its own per app run)."""
+        import tempfile
+
+        folder = Path(self._hitl_dir) if self._hitl_dir else Path(tempfile.mkdtemp(prefix="astrovlm-hitl-"))
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
 
     @cached_property
     def lvm(self):
@@ -147,8 +158,9 @@ TOOLS: dict[str, Callable[..., tuple[dict, object]]] = {
     "detect_sources": tool_detect_sources,
     "classify_morphology": tool_classify_morphology,
     "find_similar": tool_find_similar,
+    **HITL_TOOLS,
 }
-assert set(TOOLS) == set(TOOL_SPECS), "every spec has an implementation and every implementation a spec"
+assert set(TOOLS) == set(ALL_TOOL_SPECS), "every spec has an implementation and every implementation a spec"
 
 
 # ----------------------------------------------------------------------------- pictures of results
@@ -198,7 +210,7 @@ class ToolRunner:
         if unknown:
             raise ValueError(f"unknown tools {unknown}; valid: {sorted(TOOLS)}")
         self._validators = {
-            name: Draft202012Validator(TOOL_SPECS[name]["parameters"]) for name in self.allowed
+            name: Draft202012Validator(ALL_TOOL_SPECS[name]["parameters"]) for name in self.allowed
         }
         # A worker that runs past its time limit cannot be killed: it finishes in the background while
         # the conversation goes on with an error result; two workers keep one such call from blocking all.
@@ -219,7 +231,7 @@ class ToolRunner:
             raise ToolError(
                 "; ".join(f"{'.'.join(map(str, e.path)) or 'arguments'}: {e.message}" for e in errors)
             )
-        properties = TOOL_SPECS[name]["parameters"].get("properties", {})
+        properties = ALL_TOOL_SPECS[name]["parameters"].get("properties", {})
         defaults = {key: spec["default"] for key, spec in properties.items() if "default" in spec}
         return {**defaults, **arguments}
 
@@ -227,21 +239,23 @@ class ToolRunner:
         start = time.perf_counter()
         try:
             arguments = self.check(name, arguments)
+            on_image = "image_index" in ALL_TOOL_SPECS[name]["parameters"].get("properties", {})
             index = arguments.pop("image_index", 0)
-            if not images:
+            if on_image and not images:
                 raise ToolError("there is no image in the conversation: upload one first")
-            if index >= len(images):
+            if on_image and index >= len(images):
                 raise ToolError(
                     f"image_index {index} is out of range: the conversation has {len(images)} image(s)"
                 )
-            future = self._pool.submit(TOOLS[name], self.resources, images[index], **arguments)
+            target = (images[index],) if on_image else ()
+            future = self._pool.submit(TOOLS[name], self.resources, *target, **arguments)
             try:
                 result, visual = future.result(timeout=self.timeout_s)
             except concurrent.futures.TimeoutError:
                 raise ToolError(f"{name} took longer than {self.timeout_s:g} s and was abandoned") from None
             if index:
                 arguments["image_index"] = index
-        except ToolError as exc:
+        except (ToolError, HITLError) as exc:
             result, visual = {"error": str(exc)}, None
         except Exception as exc:  # a bug or a model file problem: reported, logged, the chat goes on
             log.exception("tool %s failed", name)
@@ -251,12 +265,3 @@ class ToolRunner:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
-
-
-def as_image(visual) -> Image.Image | None:
-    """A tool's visual as one PIL image when it is one (boxes, bars); None for galleries and nothing."""
-    if isinstance(visual, Image.Image):
-        return visual
-    if isinstance(visual, np.ndarray):
-        return Image.fromarray(visual)
-    return None

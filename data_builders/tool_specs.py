@@ -2,6 +2,8 @@
 
 One source of truth for three users: the conversation builders (tool-call training data), the chat
 template (tools listed in the system prompt) and `app/tools.py`, which implements and validates them.
+TOOL_SPECS are the image tools the training dialogues use; HITL_TOOL_SPECS drive a human-in-the-loop
+labelling session over the chat's gallery (app/hitl), offered to the chat and to API models.
 """
 
 from __future__ import annotations
@@ -52,10 +54,66 @@ TOOL_SPECS: dict[str, dict] = {
 }
 
 
+_SESSION = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$", "description": "the session's name"}
+
+HITL_TOOL_SPECS: dict[str, dict] = {
+    "hitl_start": {
+        "description": "Start a human-in-the-loop search of the gallery for objects like the current image "
+        "(it is the first positive example); returns the session and its settings.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "session": _SESSION,
+                "target": {"type": "string", "maxLength": 200, "description": "what is searched for"},
+                "alpha": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.5},
+                "round_size": {"type": "integer", "minimum": 1, "maximum": 50, "default": 10},
+                "image_index": {"type": "integer", "minimum": 0, "default": 0},
+            },
+            "required": ["session", "target"],
+            "additionalProperties": False,
+        },
+    },
+    "hitl_next": {
+        "description": "The next gallery images to label in a human-in-the-loop session, by the alpha rule.",
+        "parameters": {
+            "type": "object",
+            "properties": {"session": _SESSION},
+            "required": ["session"],
+            "additionalProperties": False,
+        },
+    },
+    "hitl_label": {
+        "description": "Label gallery images of a session: true for the target, false otherwise.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "session": _SESSION,
+                "labels": {"type": "object", "additionalProperties": {"type": "boolean"}, "minProperties": 1},
+            },
+            "required": ["session", "labels"],
+            "additionalProperties": False,
+        },
+    },
+    "hitl_export": {
+        "description": "Export a session's labels and scores to a CSV or Parquet file; returns its path.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "session": _SESSION,
+                "format": {"type": "string", "enum": ["csv", "parquet"], "default": "csv"},
+            },
+            "required": ["session"],
+            "additionalProperties": False,
+        },
+    },
+}
+ALL_TOOL_SPECS = {**TOOL_SPECS, **HITL_TOOL_SPECS}
+
+
 def openai_tools(names: list[str] | None = None) -> list[dict]:
-    """The specs in the `tools=` form of the OpenAI chat API."""
+    """The specs in the `tools=` form of the OpenAI chat API (default: the image tools)."""
     names = list(TOOL_SPECS) if names is None else names
-    unknown = sorted(set(names) - set(TOOL_SPECS))
+    unknown = sorted(set(names) - set(ALL_TOOL_SPECS))
     if unknown:
-        raise ValueError(f"unknown tools {unknown}; valid: {sorted(TOOL_SPECS)}")
-    return [{"type": "function", "function": {"name": n, **TOOL_SPECS[n]}} for n in names]
+        raise ValueError(f"unknown tools {unknown}; valid: {sorted(ALL_TOOL_SPECS)}")
+    return [{"type": "function", "function": {"name": n, **ALL_TOOL_SPECS[n]}} for n in names]

@@ -51,11 +51,16 @@ class HITLSession:
     @classmethod
     def create(
         cls, db: str | Path, name: str, pool, target: str = "target", alpha: float = 0.5, round_size: int = 10,
-        lvm=None, progress: bool = True,
+        lvm=None, progress: bool = True, item_names: list[str] | None = None,
     ) -> HITLSession:  # fmt: skip
+        """`item_names` name the images of an array pool (default "array:i")."""
         store = HITLStore(db)
         HITLConfig(alpha=alpha, round_size=round_size)  # bad settings fail before any work
         items, pictures, reasons = _load_pool(pool, progress)
+        if item_names is not None:
+            if len(item_names) != len(items) or not isinstance(pool, np.ndarray):
+                raise ValueError(f"item_names: one name per image of an array pool ({len(items)})")
+            items = list(item_names)
         key = _pool_key(pool, items)
         features = _features(store.path.parent / f"features-{key}.npy", pictures, lvm, progress)
         store.create_session(name, target, alpha, round_size, key)

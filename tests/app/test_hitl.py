@@ -6,7 +6,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 
 import numpy as np
 import pandas as pd
@@ -151,3 +150,39 @@ def test_a_kill_in_the_middle_of_a_round_loses_no_label_given_before(tmp_path, p
     child.wait(30)
     labels = HITLSession.open(tmp_path / "h.sqlite", "killed").labels()
     assert set(confirmed) <= set(labels) and all(labels[i] == (i % 5 == 0) for i in confirmed)
+
+
+def test_the_chat_tools_run_a_session_over_the_gallery_seeded_by_the_current_image(runner, tmp_path):
+    import pandas as pd
+
+    from app.examples import EXAMPLES
+    from app.images import ChatImage
+    from app.tools import ToolResources, ToolRunner
+
+    tools = ToolRunner(resources=ToolResources(lvm=runner.resources.lvm, hitl_dir=tmp_path))
+    tools.resources.__dict__["gallery"] = runner.resources.gallery  # built once for the whole suite
+    image = [ChatImage.read(EXAMPLES[1].path)]  # an FR-II: find more like it
+    start = tools.run("hitl_start", {"session": "fr2", "target": "FR-II", "round_size": 6}, image)
+    assert start.ok and start.result["pool"] == len(runner.resources.gallery) + 1
+    first = tools.run("hitl_next", {"session": "fr2"}, [])
+    ids = [entry["id"] for entry in first.result["images"]]
+    assert len(ids) == 6 == len(first.visual) and "upload" not in ids
+    labels = {i: i.startswith("radio-b6") or i.startswith("FIRST") for i in ids}
+    labelled = tools.run("hitl_label", {"session": "fr2", "labels": labels}, [])
+    assert labelled.result["progress"]["labelled"] == 7
+    second = tools.run("hitl_next", {"session": "fr2"}, [])
+    assert second.result["round"] == 2 and not {e["id"] for e in second.result["images"]} & set(ids)
+    exported = tools.run("hitl_export", {"session": "fr2", "format": "parquet"}, [])
+    frame = pd.read_parquet(exported.result["path"])
+    assert exported.result["path"].startswith(str(tmp_path)) and frame["label"].notna().sum() == 7
+
+    errors = {
+        "unknown session": tools.run("hitl_next", {"session": "nope"}, []),
+        "unknown ids": tools.run("hitl_label", {"session": "fr2", "labels": {"../../etc/passwd": True}}, []),
+        "bad name": tools.run("hitl_export", {"session": "../../tmp/x"}, []),
+        "taken name": tools.run("hitl_start", {"session": "fr2", "target": "again"}, image),
+    }
+    assert "no session named 'nope'" in errors["unknown session"].result["error"]
+    assert "unknown image ids" in errors["unknown ids"].result["error"]
+    assert "does not match" in errors["bad name"].result["error"]
+    assert "exists" in errors["taken name"].result["error"]
