@@ -221,7 +221,7 @@ class ChatApp:
             session = gr.State(Session())
             asked = gr.State(False)
             gr.Markdown("## astrovlm: ask questions of astronomy images")
-            with gr.Row():
+            with gr.Tab("Chat"), gr.Row():
                 with gr.Column(scale=3):
                     chat = gr.Chatbot(height=560, label="conversation", elem_id="chat")
                     box = gr.MultimodalTextbox(
@@ -249,6 +249,8 @@ class ChatApp:
                         use = gr.Button("Use", size="sm")
                         status = gr.Markdown("Backend: the local model.")
                     clear = gr.Button("New conversation", size="sm")
+            with gr.Tab("Find objects (HITL)"):
+                self._hitl_tab(session)
 
             # One turn at a time: the box and the tool buttons are locked while the model answers, so
             # a new question never lands in the middle of a turn's history.
@@ -290,6 +292,79 @@ class ChatApp:
             )
         return demo
 
+    # ------------------------------------------------------------------------- the HITL tab
+
+    def _hitl_tab(self, session: gr.State) -> None:
+        gr.Markdown(
+            "Search the gallery for objects like the latest image of the chat (seed 000's human-in-the-loop): "
+            "each round shows the images the model wants labelled; tick the targets, save, and go on."
+        )
+        with gr.Row():
+            name = gr.Textbox("search-1", label="session", elem_id="hitl-name")
+            target = gr.Textbox("like my image", label="target")
+            alpha = gr.Slider(0, 1, 0.5, step=0.1, label="alpha (high: precision, low: recall)")
+            size = gr.Slider(2, 30, 8, step=1, label="images per round")
+        with gr.Row():
+            start = gr.Button("Start from the latest chat image", elem_id="hitl-start")
+            next_round = gr.Button("Next round", elem_id="hitl-next")
+        picks = gr.Gallery(label="this round", columns=4, height=380, elem_id="hitl-gallery")
+        targets = gr.CheckboxGroup(
+            [], label="targets among them (the others are saved as not)", elem_id="hitl-targets"
+        )
+        with gr.Row():
+            save = gr.Button("Save labels", elem_id="hitl-save")
+            export = gr.Button("Export CSV")
+        status = gr.Markdown(elem_id="hitl-status")
+        exported = gr.File(label="labels and scores", interactive=False)
+        shown = gr.State([])  # the ids of the round on screen
+        start.click(self.hitl_start, [name, target, alpha, size, session], [status])
+        next_round.click(self.hitl_next, [name], [picks, targets, shown, status])
+        save.click(self.hitl_save, [name, targets, shown], [targets, shown, status])
+        export.click(self.hitl_export, [name], [exported, status])
+
+    def _tool(self, name: str, arguments: dict, images=()) -> dict:
+        output = self.local.runner.run(name, arguments, list(images))
+        if not output.ok:
+            raise gr.Error(output.result["error"])
+        return output
+
+    def hitl_start(self, name, target, alpha, size, session: Session) -> str:
+        images = conversation_images(session.history)
+        if not images:
+            raise gr.Error("upload an image in the chat first: it is the first example of the target")
+        arguments = {"session": name, "target": target, "alpha": float(alpha), "round_size": int(size)}
+        result = self._tool("hitl_start", arguments, images[-1:]).result
+        return f"Session **{name}** over {result['pool']} images: press *Next round*."
+
+    def hitl_next(self, name):
+        output = self._tool("hitl_next", {"session": name})
+        ids = [entry["id"] for entry in output.result["images"]]
+        gallery = [(self._save(picture), caption) for picture, caption in output.visual]
+        return (
+            gallery,
+            gr.CheckboxGroup(choices=ids, value=[]),
+            ids,
+            f"Round {output.result['round']}: tick the targets.",
+        )
+
+    def hitl_save(self, name, ticked: list[str], shown: list[str]):
+        if not shown:
+            raise gr.Error("no round on screen: press Next round")
+        progress = self._tool(
+            "hitl_label", {"session": name, "labels": {i: i in ticked for i in shown}}
+        ).result["progress"]
+        return (
+            gr.CheckboxGroup(choices=[], value=[]),
+            [],
+            (
+                f"Saved. {progress['labelled']} labelled ({progress['positives']} targets) after round {progress['round']}."
+            ),
+        )
+
+    def hitl_export(self, name):
+        result = self._tool("hitl_export", {"session": name, "format": "csv"}).result
+        return result["path"], f"Exported {result['progress']['labelled']} labels and every score."
+
 
 def _step(call: ToolCall, status: str, body: str, seconds: float | None = None) -> dict:
     metadata = {"title": f"tool: {call.name or '(unnamed)'}", "status": status}
@@ -308,5 +383,6 @@ def _close_turn(history: list[dict]) -> None:
 def launch(app: ChatApp, host: str = "127.0.0.1", port: int = 7860, **options):
     demo = app.build()
     demo.queue(default_concurrency_limit=1, max_size=32)
-    demo.launch(server_name=host, server_port=port, allowed_paths=[str(app.workdir)], **options)
+    allowed = [str(app.workdir), str(app.local.runner.resources.hitl_dir)]  # pictures shown, exports
+    demo.launch(server_name=host, server_port=port, allowed_paths=allowed, **options)
     return demo

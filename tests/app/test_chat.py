@@ -120,3 +120,35 @@ def test_in_a_browser_a_fits_upload_streams_an_answer_and_shows_a_tool_result(ch
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=ARTIFACTS / "chat.png", full_page=True)
         browser.close()
+
+
+def test_in_a_browser_the_hitl_tab_labels_a_round_and_exports(chat):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.goto(chat.url)
+        page.locator("#ask input[type=file]").set_input_files(str(EXAMPLES[1].path))
+        expect(page.get_by_role("listitem", name="File thumbnail")).to_be_visible(timeout=20_000)
+        page.locator("#ask textarea").fill("Is this an FR-II?")
+        page.keyboard.press("Enter")
+        expect(page.locator("#chat .user").last).to_contain_text("Is this an FR-II?")
+        expect(page.locator("#ask textarea")).to_be_enabled(timeout=120_000)
+
+        page.get_by_role("tab", name="Find objects (HITL)").click()
+        page.locator("#hitl-name textarea").fill("browser-fr2")
+        page.locator("#hitl-start").click()
+        expect(page.locator("#hitl-status")).to_contain_text("Session browser-fr2", timeout=120_000)
+        page.locator("#hitl-next").click()
+        boxes = page.locator("#hitl-targets input[type=checkbox]")
+        expect(boxes).to_have_count(8, timeout=60_000)
+        boxes.nth(0).check()
+        boxes.nth(3).check()
+        page.locator("#hitl-save").click()
+        expect(page.locator("#hitl-status")).to_contain_text("9 labelled (3 targets)", timeout=30_000)
+        page.get_by_role("button", name="Export CSV").click()
+        expect(page.locator("#hitl-status")).to_contain_text("Exported 9 labels", timeout=30_000)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=ARTIFACTS / "hitl.png", full_page=True)
+        browser.close()
