@@ -58,8 +58,8 @@ class Session:
 
 
 class ChatApp:
-    def __init__(self, assistant: Assistant, max_new_tokens: int = 256):
-        self.local, self.max_new_tokens = assistant, max_new_tokens
+    def __init__(self, assistant: Assistant, max_new_tokens: int = 256, chat_height: int = 560):
+        self.local, self.max_new_tokens, self.chat_height = assistant, max_new_tokens, chat_height
         self.workdir = Path(tempfile.mkdtemp(prefix="astrovlm-chat-"))  # pictures shown in the chat
 
     def assistant_for(self, session: Session) -> Assistant:
@@ -148,11 +148,8 @@ class ChatApp:
                     steps[event.id] = len(chat) - 1
                     answer = None
                 elif isinstance(event, ToolResult):
-                    body = json.dumps(event.output.result, indent=1)
-                    body = body if len(body) < 3000 else body[:3000] + "\n…"
-                    chat[steps[event.call.id]] = _step(
-                        event.call, "done", f"```json\n{body}\n```", event.output.seconds
-                    )
+                    body = result_markdown(event.output.result)
+                    chat[steps[event.call.id]] = _step(event.call, "done", body, event.output.seconds)
                     chat.extend(self._visual(event))
                 elif isinstance(event, TurnEnd) and event.notice:
                     chat.append({"role": "assistant", "content": f"ℹ️ {event.notice}"})
@@ -223,7 +220,7 @@ class ChatApp:
             gr.Markdown("## astrovlm: ask questions of astronomy images")
             with gr.Tab("Chat"), gr.Row():
                 with gr.Column(scale=3):
-                    chat = gr.Chatbot(height=560, label="conversation", elem_id="chat")
+                    chat = gr.Chatbot(height=self.chat_height, label="conversation", elem_id="chat")
                     box = gr.MultimodalTextbox(
                         file_types=FILE_TYPES, file_count="multiple", stop_btn=True, elem_id="ask",
                         placeholder="Upload a PNG, JPEG or FITS image and ask about it",
@@ -364,6 +361,43 @@ class ChatApp:
     def hitl_export(self, name):
         result = self._tool("hitl_export", {"session": name, "format": "csv"}).result
         return result["path"], f"Exported {result['progress']['labelled']} labels and every score."
+
+
+ROWS_SHOWN = 15
+TABLES = {  # result key -> the columns of its table
+    "detections": ("label", "box", "score", "peak_snr", "ra_deg", "dec_deg"),
+    "neighbours": ("id", "label", "similarity"),
+    "images": ("id", "score"),
+}
+
+
+def result_markdown(result: dict) -> str:
+    """A tool result for people: lists of records as tables, the rest as `key: value` lines."""
+    lines = []
+    for key, value in result.items():
+        if key in TABLES and isinstance(value, list):
+            columns = [c for c in TABLES[key] if any(c in row for row in value)]
+            lines += [
+                f"**{key}** ({len(value)})",
+                "",
+                "| " + " | ".join(columns) + " |",
+                "|" + "---|" * len(columns),
+            ]
+            lines += [
+                "| " + " | ".join(str(row.get(c, "")) for c in columns) + " |" for row in value[:ROWS_SHOWN]
+            ]
+            if len(value) > ROWS_SHOWN:
+                lines.append(f"\n… and {len(value) - ROWS_SHOWN} more")
+            lines.append("")
+        elif key == "probabilities" and isinstance(value, dict):
+            lines += (
+                ["| class | probability |", "|---|---|"]
+                + [f"| {c} | {p:.3f} |" for c, p in value.items()]
+                + [""]
+            )
+        else:
+            lines.append(f"- **{key}**: {json.dumps(value) if isinstance(value, (dict, list)) else value}")
+    return "\n".join(lines)
 
 
 def _step(call: ToolCall, status: str, body: str, seconds: float | None = None) -> dict:
