@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import base64
 import io
-import itertools
 import json
 import re
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -265,7 +265,7 @@ class OpenAIBackend:
 class Assistant:
     def __init__(self, backend, runner: ToolRunner | None = None, max_tool_rounds: int = 3):
         self.backend, self.runner, self.max_tool_rounds = backend, runner, max_tool_rounds
-        self._ids = (f"call_{i}" for i in itertools.count())
+        self._ids = iter(lambda: f"call_{uuid.uuid4().hex[:16]}", None)  # unique across turns and backends
 
     def respond(
         self,

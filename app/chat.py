@@ -97,14 +97,13 @@ class ChatApp:
             chat.append({"role": "assistant", "content": f"⚠️ Could not read {problem}"})
         if text:
             session.history.append(user_message(*images, text))
-        elif images:  # an image alone: kept for the next question
-            session.history.append(user_message(*images, "Here is an image."))
-            chat.append(
-                {
-                    "role": "assistant",
-                    "content": "Image received: ask a question, or use a tool on the right.",
-                }
-            )
+        elif images:  # an image alone: kept for the next question; the model reads what the user read
+            received = "Image received: ask a question, or use a tool on the right."
+            session.history += [
+                user_message(*images, "Here is an image."),
+                {"role": "assistant", "content": received},
+            ]
+            chat.append({"role": "assistant", "content": received})
         latest = conversation_images(session.history)
         preview = latest[-1].display() if latest else None
         return gr.MultimodalTextbox(value=None), chat, session, preview, bool(text)
@@ -214,7 +213,7 @@ class ChatApp:
     # ------------------------------------------------------------------------- layout
 
     def build(self) -> gr.Blocks:
-        with gr.Blocks(title="astrovlm") as demo:
+        with gr.Blocks(title="astrovlm", analytics_enabled=False) as demo:  # no calls home
             session = gr.State(Session())
             asked = gr.State(False)
             gr.Markdown("## astrovlm: ask questions of astronomy images")

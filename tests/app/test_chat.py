@@ -37,6 +37,17 @@ def test_an_unreadable_upload_is_answered_in_the_chat_and_not_kept(chat, tmp_pat
     assert session.history[-1]["content"] == [{"type": "text", "text": "Hi?"}] and preview is None
 
 
+def test_an_image_alone_is_kept_for_the_next_question_and_asks_nothing(chat):
+    session = Session()
+    _, shown, session, preview, asked = chat.add_user(
+        {"text": "", "files": [str(EXAMPLES[4].path)]}, [], session, "default"
+    )
+    assert not asked and preview is not None and "Image received" in shown[-1]["content"]
+    assert [m["role"] for m in session.history] == ["user", "assistant"]
+    chat.add_user({"text": "And now?", "files": []}, shown, session, "default")
+    assert [m["role"] for m in session.history] == ["user", "assistant", "user"]
+
+
 def test_the_stretch_menu_changes_what_the_model_reads(chat):
     session = Session()
     chat.add_user({"text": "What is it?", "files": [str(EXAMPLES[0].path)]}, [], session, "default")
