@@ -5,6 +5,7 @@
     astrovlm bench run --out runs/bench/base --base       # SmolLM2 + LVM with an untrained projector
     astrovlm bench run --out runs/bench/probe --probe     # vision only: linear probe on LVM features
     astrovlm bench run --out runs/bench/gen --mode generate --tasks galaxymnist-zeroshot   # free text
+    astrovlm bench run --out runs/bench/gpt4o --openai gpt-4o [--base-url URL] [--api-key KEY]
     astrovlm bench table runs/bench/base runs/bench/lora  # Markdown: macro-F1 (and accuracy) per task
 
 Each run folder gets one subfolder per task (predictions.jsonl, metrics.json); rerunning resumes.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from functools import partial
 from pathlib import Path
 
@@ -31,8 +33,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     model = run.add_mutually_exclusive_group()
     model.add_argument("--adapter", help="a trained adapter folder (default: the shipped one)")
     model.add_argument("--base", action="store_true", help="no adapter: the untrained assembly")
+    model.add_argument("--openai", metavar="MODEL",
+                       help="a model behind an OpenAI-compatible API (free text; see --base-url)")  # fmt: skip
     model.add_argument("--probe", action="store_true",
                        help="the vision-only baseline: a linear probe on frozen LVM features")  # fmt: skip
+    run.add_argument("--base-url", help="the API of --openai (default: OpenAI's; $OPENAI_BASE_URL)")
+    run.add_argument("--api-key", help="its key (default: $OPENAI_API_KEY)")
     run.add_argument("--probe-train", type=int, default=1000, help="training images of the probe (seed 0)")
     run.add_argument("--mode", choices=("score", "generate"), default="score",
                      help="score: rank the options by likelihood (default); generate: free text, parsed")  # fmt: skip
@@ -63,6 +69,11 @@ def run_run(args) -> None:
         from benchmarks.probe import LinearProbe
 
         backend_for = partial(LinearProbe.fit, n_train=args.probe_train, progress=not args.no_progress)
+    elif args.openai:
+        from benchmarks.runner import OpenAIChat
+
+        backend = OpenAIChat(args.openai, args.base_url, args.api_key or os.environ.get("OPENAI_API_KEY"))
+        backend_for = lambda task: backend  # noqa: E731
     else:
         engine = Engine(*build_astrovlm()) if args.base else Engine.load(adapter_dir=args.adapter)
         backend = OptionScoring(engine) if args.mode == "score" else Generation(engine)

@@ -62,6 +62,42 @@ class Generation:
         return parse_answer(task, reply.text), {"raw": reply.text}
 
 
+class OpenAIChat:
+    """Any OpenAI-compatible chat API (GPT-4o, a vLLM cluster, `astrovlm serve`) answers in free text;
+    the image goes as a PNG data URI. The openai client retries rate limits and server errors with
+    backoff (`max_retries`); a request that still fails stops the run, which resumes where it stopped."""
+
+    name = "openai"
+
+    def __init__(self, model: str, base_url: str | None = None, api_key: str | None = None,
+                 max_new_tokens: int = 32, max_retries: int = 5, timeout_s: float = 120):  # fmt: skip
+        from openai import OpenAI
+
+        self.model, self.max_new_tokens = model, max_new_tokens
+        self.client = OpenAI(
+            base_url=base_url, api_key=api_key or "none", max_retries=max_retries, timeout=timeout_s
+        )
+
+    def predict(self, task: Task, image: np.ndarray) -> tuple[str | None, dict]:
+        import base64
+        import io
+
+        from PIL import Image
+
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="PNG")
+        url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+        question = [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": task.prompt()}]
+        response = self.client.chat.completions.create(
+            model=self.model,
+            messages=[{"role": "user", "content": question}],
+            max_tokens=self.max_new_tokens,
+            temperature=0.0,
+        )
+        text = response.choices[0].message.content or ""
+        return parse_answer(task, text), {"raw": text}
+
+
 def held_out_image(task: Task, seed: int, i: int):
     """(id, RGB uint8 image, labels) of held-out record i, rendered as the data builders render it."""
     from data_builders.families import get_family
