@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from benchmarks.metrics import score
@@ -79,3 +80,42 @@ def test_numbered_tasks_rank_numbers_and_read_them_back():
     assert task.answers() == ["0", "1", "2", "3"] and task.read_answer("2") == "edge_on_disk"
     assert task.prompt() == task.question and "Respond with a number" in task.prompt()
     assert load_task("lsbg-zeroshot").read_answer("1") == "LSBG"
+
+
+def test_the_bootstrap_interval_holds_the_score_and_narrows_with_more_images():
+    from benchmarks.metrics import score
+
+    task = load_task("b6")
+    rng = np.random.default_rng(0)
+
+    def run(n):
+        truths = rng.choice(["FR-I", "FR-II"], n).tolist()
+        predictions = [t if rng.random() < 0.7 else ("FR-II" if t == "FR-I" else "FR-I") for t in truths]
+        return score(task, truths, predictions)
+
+    small, large = run(50), run(2000)
+    for m in (small, large):
+        low, high = m["macro_f1_ci"]
+        assert low <= m["macro_f1"] <= high
+    assert (large["macro_f1_ci"][1] - large["macro_f1_ci"][0]) < (
+        small["macro_f1_ci"][1] - small["macro_f1_ci"][0]
+    ) / 3
+    assert 0.66 < large["macro_f1"] < 0.74
+    perfect = score(task, ["FR-I", "FR-II"] * 10, ["FR-I", "FR-II"] * 10)
+    assert perfect["macro_f1_ci"] == [1.0, 1.0]
+
+
+def test_the_vectorised_bootstrap_macro_f1_is_sklearns_on_each_resample():
+    from sklearn.metrics import f1_score
+
+    from benchmarks.metrics import UNPARSED, bootstrap_ci
+
+    task = load_task("b6")
+    rng = np.random.default_rng(3)
+    truths = rng.choice(list(task.options), 40).tolist()
+    predictions = rng.choice([*task.options, UNPARSED], 40).tolist()
+    # one resample that is the data itself: the interval collapses onto sklearn's macro-F1
+    picks = np.random.default_rng(0).integers(0, 40, (1, 40))[0]
+    expected = f1_score([truths[i] for i in picks], [predictions[i] for i in picks], labels=list(task.options),
+                        average="macro", zero_division=0)  # fmt: skip
+    assert bootstrap_ci(task, truths, predictions, resamples=1) == pytest.approx([expected, expected])
