@@ -30,7 +30,7 @@ from app.hitl.tools import HITL_TOOLS, HITLError
 from app.images import ChatImage
 from app.threshold_detector import NAME as DETECTOR_NAME
 from app.threshold_detector import detect_threshold
-from data_builders.measure import image_stats
+from data_builders.measure import image_stats, significant
 from data_builders.tool_specs import ALL_TOOL_SPECS, openai_tools
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ def _sky(image: ChatImage, x: float, y: float) -> dict:
 
 def tool_image_stats(resources: ToolResources, image: ChatImage) -> tuple[dict, object]:
     stats = image_stats(image.image.data, image.image.bands)
-    result = {k: round(v, 6) if isinstance(v, float) else v for k, v in stats.items()}
+    result = {k: significant(v) if isinstance(v, float) else v for k, v in stats.items()}  # as in training
     header = image.image.header
     if header is not None and header.get("BUNIT"):
         result["unit"] = str(header["BUNIT"])

@@ -23,7 +23,7 @@ import yaml
 
 from data_builders.captions import SINGULAR, caption, join_phrases
 from data_builders.families import Family
-from data_builders.measure import image_stats
+from data_builders.measure import image_stats, significant
 from data_builders.records import Record
 
 IMAGE_TOKEN = "<image>"
@@ -200,7 +200,7 @@ def _tool(record: Record, family: Family, rng: random.Random) -> tuple[str, list
     elif name == "image_stats":
         arguments = {}
         result = image_stats(record.image, record.bands)
-        result = {k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}
+        result = {k: significant(v) if isinstance(v, float) else v for k, v in result.items()}
         summary = summary_template.format(
             width=result["width"],
             height=result["height"],

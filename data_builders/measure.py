@@ -7,6 +7,11 @@ import numpy as np
 from data_builders.stretch import background_stats
 
 
+def significant(value: float, digits: int = 4) -> float:
+    """`value` to `digits` significant figures: a radio noise of 4.6e-05 Jy stays 4.6e-05, not 0.0."""
+    return float(f"{value:.{digits}g}")
+
+
 def image_stats(image: np.ndarray, bands: tuple[str, ...] = ()) -> dict:
     """Size, bands, sigma-clipped background noise, peak and dynamic range (peak / noise) of (C, H, W)."""
     if image.ndim != 3:

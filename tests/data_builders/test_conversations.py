@@ -147,3 +147,16 @@ def test_unknown_kind_is_refused():
     with pytest.raises(ValueError, match="valid"):
         build_dialogues(simulated("radio-b6"), get_family("radio-b6"), 0, kinds=("poetry",))
     assert "tool" in KINDS
+
+
+def test_image_stats_dialogues_keep_a_radio_noise_in_jansky_readable():
+    record = simulated("radio-b6", 0)
+    for i in range(40):
+        for d in build_dialogues(record, get_family("radio-b6"), seed=i, n=1, kinds=("tool",)):
+            if '"image_stats"' in d.turns[1]["value"]:
+                response = json.loads(
+                    re.fullmatch(r"<tool_response>(.*)</tool_response>", d.turns[2]["value"]).group(1)
+                )
+                assert 0 < response["noise"] < 1e-2  # Jy/beam, to 4 significant figures
+                return
+    pytest.fail("no image_stats dialogue in 40 seeds")
