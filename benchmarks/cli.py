@@ -6,7 +6,8 @@
     astrovlm bench run --out runs/bench/probe --probe     # vision only: linear probe on LVM features
     astrovlm bench run --out runs/bench/gen --mode generate --tasks galaxymnist-zeroshot   # free text
     astrovlm bench run --out runs/bench/gpt4o --openai gpt-4o [--base-url URL] [--api-key KEY]
-    astrovlm bench table runs/bench/base runs/bench/lora  # Markdown: macro-F1 (and accuracy) per task
+    astrovlm bench compare runs/bench/base runs/bench/lora [--out cmp.md]   # macro-F1 [95 % CI] per task
+    astrovlm bench suite --out runs/suite [--n 200]      # base, shipped default and probe: suite.md
 
 Each run folder gets one subfolder per task (predictions.jsonl, metrics.json); rerunning resumes.
 """
@@ -45,9 +46,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--no-progress", action="store_true")
     run.set_defaults(func=run_run)
 
-    table = commands.add_parser("table", help="a Markdown table of runs, one column each")
-    table.add_argument("runs", nargs="+", help="run folders (their names head the columns)")
-    table.set_defaults(func=run_table)
+    compare = commands.add_parser(
+        "compare", aliases=["table"], help="a Markdown table of runs, one column each"
+    )
+    compare.add_argument("runs", nargs="+", help="run folders (their names head the columns)")
+    compare.add_argument("--out", help="also write the table (FILE.md) and a bar chart beside it (FILE.png)")
+    compare.set_defaults(func=run_compare)
+
+    suite = commands.add_parser(
+        "suite", help="every task for the base model, the shipped default and the probe"
+    )
+    suite.add_argument("--out", required=True, help="suite folder: base/, default/, probe/ and suite.md")
+    suite.add_argument("--tasks", help="comma-separated task ids (default: all)")
+    suite.add_argument("--n", type=int, default=200, help="images per task (default 200)")
+    suite.add_argument("--seed", type=int, default=1)
+    suite.add_argument("--probe-train", type=int, default=1000)
+    suite.add_argument("--no-progress", action="store_true")
+    suite.set_defaults(func=run_suite)
 
 
 def run_list(args) -> None:
@@ -59,32 +74,71 @@ def run_list(args) -> None:
 
 
 def run_run(args) -> None:
-    from benchmarks.runner import Generation, OptionScoring, RunConfig, run_task
     from benchmarks.tasks import list_tasks, load_task
-    from vlm.engine import Engine
-    from vlm.model import build_astrovlm
 
     tasks = [load_task(t) for t in (args.tasks.split(",") if args.tasks else list_tasks())]
-    if args.probe:  # one probe per task, fitted on its training images
-        from benchmarks.probe import LinearProbe
-
-        backend_for = partial(LinearProbe.fit, n_train=args.probe_train, progress=not args.no_progress)
+    if args.probe:
+        backend_for = probe_backends(args.probe_train, not args.no_progress)
     elif args.openai:
         from benchmarks.runner import OpenAIChat
 
         backend = OpenAIChat(args.openai, args.base_url, args.api_key or os.environ.get("OPENAI_API_KEY"))
-        backend_for = lambda task: backend  # noqa: E731
-    else:
-        engine = Engine(*build_astrovlm()) if args.base else Engine.load(adapter_dir=args.adapter)
-        backend = OptionScoring(engine) if args.mode == "score" else Generation(engine)
         backend_for = lambda task: backend  # noqa: E731 -- one model answers every task
+    else:
+        backend_for = local_backends(None if args.base else args.adapter, args.base, args.mode)
+    run_tasks(tasks, backend_for, Path(args.out), args.n, args.seed, not args.no_progress)
+
+
+def probe_backends(n_train: int, progress: bool):
+    """One probe per task, fitted on its training images."""
+    from benchmarks.probe import LinearProbe
+
+    return partial(LinearProbe.fit, n_train=n_train, progress=progress)
+
+
+def local_backends(adapter: str | None, base: bool, mode: str = "score"):
+    from benchmarks.runner import Generation, OptionScoring
+    from vlm.engine import Engine
+    from vlm.model import build_astrovlm
+
+    engine = Engine(*build_astrovlm()) if base else Engine.load(adapter_dir=adapter)
+    backend = OptionScoring(engine) if mode == "score" else Generation(engine)
+    return lambda task: backend
+
+
+def run_tasks(tasks, backend_for, out: Path, n: int, seed: int, progress: bool) -> None:
+    from benchmarks.runner import RunConfig, run_task
+
     for task in tasks:
-        config = RunConfig(out=str(Path(args.out) / task.id), n=args.n, seed=args.seed)
-        metrics = run_task(task, backend_for(task), config, progress=not args.no_progress)
+        metrics = run_task(
+            task, backend_for(task), RunConfig(out=str(out / task.id), n=n, seed=seed), progress
+        )
         print(json.dumps({k: metrics[k] for k in ("task", "n", "macro_f1")}))
 
 
-def run_table(args) -> None:
-    from benchmarks.report import quality_table
+def run_compare(args) -> None:
+    from benchmarks.report import compare_runs
 
-    print(quality_table([Path(r) for r in args.runs]))
+    print(compare_runs([Path(r) for r in args.runs], Path(args.out) if args.out else None))
+
+
+def run_suite(args) -> None:
+    """seed 003's results slide: the base assembly, the shipped fine-tuned default (when one ships) and
+    the vision-only probe on every task, as one table (suite.md, suite.png)."""
+    from benchmarks.report import compare_runs
+    from benchmarks.tasks import list_tasks, load_task
+    from vlm.engine import DEFAULT_ADAPTER_DIR
+    from vlm.model import PROJECTOR_FILE
+
+    out = Path(args.out)
+    tasks = [load_task(t) for t in (args.tasks.split(",") if args.tasks else list_tasks())]
+    progress = not args.no_progress
+    runs = {"base": local_backends(None, base=True)}
+    if (DEFAULT_ADAPTER_DIR / PROJECTOR_FILE).is_file():
+        runs["default"] = local_backends(None, base=False)
+    else:
+        print(f"no shipped adapter in {DEFAULT_ADAPTER_DIR}: the suite has no fine-tuned column")
+    runs["probe"] = probe_backends(args.probe_train, progress)
+    for name, backend_for in runs.items():
+        run_tasks(tasks, backend_for, out / name, args.n, args.seed, progress)
+    print(compare_runs([out / name for name in runs], out / "suite.md"))

@@ -5,8 +5,8 @@
 
 The images are records of the task's family drawn from `default_rng([seed, i])` with seed 1 by default:
 the training sets (`astrovlm data build`, seed 0) never see them. Every prediction is appended to
-predictions.jsonl as it is made, so an interrupted run resumes where it stopped; metrics.json is written
-at the end.
+predictions.jsonl as it is made, so an interrupted run resumes where it stopped; metrics.json and the
+report (report.md, report.html, per_class.png, confusion.png) are written at the end.
 """
 
 from __future__ import annotations
@@ -155,4 +155,7 @@ def run_task(task: Task, backend, config: RunConfig, progress: bool = True) -> d
         **score(task, [d["truth"] for d in done], [d["prediction"] for d in done]),
     }
     (out / METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
+    from benchmarks.report import write_run_report  # report imports this module
+
+    write_run_report(out, metrics)
     return metrics

@@ -83,3 +83,37 @@ def test_the_vision_only_probe_learns_a_task_from_lvm_features(tmp_path):
         multi.predict(load_task("b1"), held_out_image(load_task("b1"), 1, 0)[1])[0]
         in load_task("b1").answers()
     )
+
+
+def test_a_run_writes_its_report_with_plots(backend, tmp_path):
+    from PIL import Image
+
+    metrics = run_task(load_task("b6"), backend, RunConfig(out=str(tmp_path / "b6"), n=4), progress=False)
+    report = (tmp_path / "b6" / "report.md").read_text()
+    assert f"{metrics['macro_f1']:.3f} (95 % CI" in report and "| FR-I |" in report and "| FR-II |" in report
+    html = (tmp_path / "b6" / "report.html").read_text()
+    assert "<td>FR-II" in html and 'src="confusion.png"' in html
+    for name in ("per_class.png", "confusion.png"):
+        assert Image.open(tmp_path / "b6" / name).size[0] > 100
+    multi = run_task(load_task("b1"), backend, RunConfig(out=str(tmp_path / "b1"), n=2), progress=False)
+    assert "confusion" not in multi and not (tmp_path / "b1" / "confusion.png").exists()
+    assert "exact match" in (tmp_path / "b1" / "report.md").read_text()
+
+
+def test_the_suite_runs_base_and_probe_and_compares_them(tmp_path, capsys):
+    from app.cli import main
+
+    code = main(["bench", "suite", "--out", str(tmp_path), "--tasks", "b6", "--n", "3", "--probe-train", "40",
+                 "--no-progress"])  # fmt: skip
+    assert code == 0
+    from vlm.engine import DEFAULT_ADAPTER_DIR
+    from vlm.model import PROJECTOR_FILE
+
+    shipped = (DEFAULT_ADAPTER_DIR / PROJECTOR_FILE).is_file()
+    assert ("no shipped adapter" in capsys.readouterr().out) != shipped  # it says why a column is missing
+    table = (tmp_path / "suite.md").read_text()
+    header = "| task | base | default | probe |" if shipped else "| task | base | probe |"
+    assert table.splitlines()[0] == header and "| b6 | " in table
+    assert (tmp_path / "suite.png").stat().st_size > 1000
+    assert main(["bench", "compare", str(tmp_path / "base"), str(tmp_path / "probe")]) == 0
+    assert "| task | base | probe |" in capsys.readouterr().out  # compare: the runs it is given
