@@ -6,6 +6,7 @@
     astrovlm bench run --out runs/bench/probe --probe     # vision only: linear probe on LVM features
     astrovlm bench run --out runs/bench/gen --mode generate --tasks galaxymnist-zeroshot   # free text
     astrovlm bench run --out runs/bench/gpt4o --openai gpt-4o [--base-url URL] [--api-key KEY]
+    astrovlm bench run --out runs/bench/real --tasks galaxymnist --data test_dataset.hdf5   # real images
     astrovlm bench compare runs/bench/base runs/bench/lora [--out cmp.md]   # macro-F1 [95 % CI] per task
     astrovlm bench suite --out runs/suite [--n 200]      # base, shipped default and probe: suite.md
 
@@ -38,6 +39,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="a model behind an OpenAI-compatible API (free text; see --base-url)")  # fmt: skip
     model.add_argument("--probe", action="store_true",
                        help="the vision-only baseline: a linear probe on frozen LVM features")  # fmt: skip
+    run.add_argument(
+        "--data", help="a real data set instead of simulated images (GalaxyMNIST HDF5, MiraBest batches, ...)"
+    )
+    run.add_argument("--format", dest="data_format", help="its importer (default: from the path)")
     run.add_argument("--base-url", help="the API of --openai (default: OpenAI's; $OPENAI_BASE_URL)")
     run.add_argument("--api-key", help="its key (default: $OPENAI_API_KEY)")
     run.add_argument("--probe-train", type=int, default=1000, help="training images of the probe (seed 0)")
@@ -86,7 +91,16 @@ def run_run(args) -> None:
         backend_for = lambda task: backend  # noqa: E731 -- one model answers every task
     else:
         backend_for = local_backends(None if args.base else args.adapter, args.base, args.mode)
-    run_tasks(tasks, backend_for, Path(args.out), args.n, args.seed, not args.no_progress)
+    run_tasks(
+        tasks,
+        backend_for,
+        Path(args.out),
+        args.n,
+        args.seed,
+        not args.no_progress,
+        args.data,
+        args.data_format,
+    )
 
 
 def probe_backends(n_train: int, progress: bool):

@@ -11,7 +11,9 @@ report (report.md, report.html, per_class.png, confusion.png) are written at the
 
 from __future__ import annotations
 
+import itertools
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from benchmarks.metrics import score
 from benchmarks.parse import parse_answer
 from benchmarks.tasks import Task
 
+log = logging.getLogger(__name__)
 PREDICTIONS = "predictions.jsonl"
 METRICS = "metrics.json"
 
@@ -29,8 +32,10 @@ METRICS = "metrics.json"
 @dataclass(frozen=True)
 class RunConfig:
     out: str
-    n: int = 200  # images
+    n: int = 200  # images (fewer when a data set holds fewer)
     seed: int = 1  # of the held-out records (the training sets use seed 0)
+    data: str | None = None  # a real data set, read by data_builders.importers, instead of simulated images
+    data_format: str | None = None  # its importer (default: from the path: .hdf5 -> galaxy-mnist, ...)
 
 
 class OptionScoring:
@@ -110,6 +115,46 @@ def held_out_image(task: Task, seed: int, i: int):
     return record.id, render_rgb(record.image, record.domain, record.bands), list(record.labels)
 
 
+def guess_format(path: Path) -> str:
+    if path.is_dir():
+        return "mirabest" if (path / "batches.meta").is_file() else "folder"
+    if path.name.endswith((".hdf5", ".hdf5.gz", ".h5")):
+        return "galaxy-mnist"
+    raise ValueError(
+        f"{path}: cannot tell its format; name one with --format (galaxy-mnist, mirabest, first, folder)"
+    )
+
+
+def dataset_images(task: Task, path: str, data_format: str | None = None):
+    """(id, RGB uint8 image, labels) of a real data set's records whose labels are the task's classes,
+    rendered as the data builders render them; the others are counted and reported once at the end."""
+    from data_builders.importers import import_records
+    from data_builders.stretch import render_rgb
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such data set")
+    outside = 0
+    for record in import_records(data_format or guess_format(path), path):
+        if not record.labels or not set(record.labels) <= set(task.classes):
+            outside += 1
+            continue
+        yield record.id, render_rgb(record.image, record.domain, record.bands), list(record.labels)
+    if outside:
+        log.warning(
+            "%s: %d records with labels outside task %s's classes were left out", path, outside, task.id
+        )
+
+
+def task_images(task: Task, config: RunConfig):
+    """The run's images in a fixed order: held-out simulations, or the records of config.data."""
+    if config.data is not None:
+        yield from dataset_images(task, config.data, config.data_format)
+        return
+    for i in itertools.count():
+        yield held_out_image(task, config.seed, i)
+
+
 def read_predictions(path: Path) -> list[dict]:
     """The recorded predictions; a last line cut short by an interruption is dropped (and redone)."""
     if not path.is_file():
@@ -131,6 +176,8 @@ def run_task(task: Task, backend, config: RunConfig, progress: bool = True) -> d
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     settings = {"task": task.id, "backend": backend.name, "seed": config.seed}  # n may grow on a rerun
+    if config.data is not None:
+        settings["data"] = str(Path(config.data).resolve())
     settings_file = out / "run.json"
     if settings_file.is_file() and json.loads(settings_file.read_text()) != settings:
         raise ValueError(f"{out} holds a run with other settings ({settings_file}); use another --out")
@@ -141,14 +188,16 @@ def run_task(task: Task, backend, config: RunConfig, progress: bool = True) -> d
     with open(path, "w") as f:  # rewritten without a line cut by an interruption
         f.writelines(json.dumps(d) + "\n" for d in done)
     with open(path, "a") as f:
-        for i in tqdm(range(len(done), config.n), desc=task.id, initial=len(done), total=config.n,
-                      disable=not progress):  # fmt: skip
-            image_id, image, labels = held_out_image(task, config.seed, i)
+        images = itertools.islice(task_images(task, config), len(done), config.n)
+        for image_id, image, labels in tqdm(images, desc=task.id, initial=len(done), total=config.n,
+                                            disable=not progress):  # fmt: skip
             answer, details = backend.predict(task, image)  # answer None: the reply could not be read
             entry = {"id": image_id, "truth": task.truth(labels), "prediction": answer, **details}
             f.write(json.dumps(entry) + "\n")
             f.flush()
             done.append(entry)
+    if not done:
+        raise ValueError(f"task {task.id}: no images to score in {config.data or 'the simulations'}")
     metrics = {
         "task": task.id,
         "backend": backend.name,

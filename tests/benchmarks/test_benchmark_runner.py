@@ -117,3 +117,68 @@ def test_the_suite_runs_base_and_probe_and_compares_them(tmp_path, capsys):
     assert (tmp_path / "suite.png").stat().st_size > 1000
     assert main(["bench", "compare", str(tmp_path / "base"), str(tmp_path / "probe")]) == 0
     assert "| task | base | probe |" in capsys.readouterr().out  # compare: the runs it is given
+
+
+def test_real_data_sets_run_through_the_importers_into_the_runner(backend, tmp_path):
+    import pickle
+
+    import h5py
+
+    rng = np.random.default_rng(0)
+    hdf5 = tmp_path / "test_dataset.hdf5"  # GalaxyMNIST's native layout: images (n, 64, 64, 3), labels 0-3
+    with h5py.File(hdf5, "w") as f:
+        f["images"] = rng.integers(0, 256, (6, 64, 64, 3), dtype=np.uint8)
+        f["labels"] = np.array([0, 1, 2, 3, 0, 1], dtype=np.int64)
+    metrics = run_task(load_task("galaxymnist"), backend, RunConfig(out=str(tmp_path / "gm"), n=10, data=str(hdf5)),
+                       progress=False)  # fmt: skip
+    truths = [
+        json.loads(line)["truth"] for line in (tmp_path / "gm" / "predictions.jsonl").read_text().splitlines()
+    ]
+    assert metrics["n"] == 6  # the file holds six
+    assert truths == [
+        "smooth_round",
+        "smooth_cigar",
+        "edge_on_disk",
+        "unbarred_spiral",
+        "smooth_round",
+        "smooth_cigar",
+    ]
+
+    batches = (
+        tmp_path / "MiraBest_F"
+    )  # CIFAR-style pickles; code 0xx is FR-I, 2xx FR-II, 3xx hybrid (left out)
+    batches.mkdir()
+    names = ["100", "102", "104", "110", "112", "200", "201", "210", "300", "310"]
+    (batches / "batches.meta").write_bytes(pickle.dumps({"label_names": names}))
+    stamps = rng.integers(0, 256, (5, 22500), dtype=np.uint8)
+    (batches / "test_batch").write_bytes(
+        pickle.dumps({"data": stamps, "labels": [0, 5, 8, 6, 1], "filenames": list("abcde")})
+    )
+    metrics = run_task(
+        load_task("b6"), backend, RunConfig(out=str(tmp_path / "mb"), n=10, data=str(batches)), progress=False
+    )
+    truths = [
+        json.loads(line)["truth"] for line in (tmp_path / "mb" / "predictions.jsonl").read_text().splitlines()
+    ]
+    assert metrics["n"] == 4 and truths == ["FR-I", "FR-II", "FR-II", "FR-I"]  # the hybrid is not a B6 class
+
+    with pytest.raises(ValueError, match="other settings"):  # simulated and real images never mix in a run
+        run_task(load_task("b6"), backend, RunConfig(out=str(tmp_path / "mb"), n=10), progress=False)
+    with pytest.raises(FileNotFoundError, match="no such data set"):
+        run_task(
+            load_task("b6"),
+            backend,
+            RunConfig(out=str(tmp_path / "x"), data=str(tmp_path / "nope")),
+            progress=False,
+        )
+    empty = tmp_path / "empty.hdf5"
+    with h5py.File(empty, "w") as f:
+        f["images"] = np.zeros((0, 64, 64, 3), np.uint8)
+        f["labels"] = np.zeros(0, np.int64)
+    with pytest.raises(ValueError, match="no images to score"):
+        run_task(
+            load_task("galaxymnist"),
+            backend,
+            RunConfig(out=str(tmp_path / "e"), data=str(empty)),
+            progress=False,
+        )
