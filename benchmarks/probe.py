@@ -24,6 +24,7 @@ from vlm.morphology import lvm_features
 
 class LinearProbe:
     name = "probe"
+    reads_prompt = False  # vision only: the option-order check does not apply
 
     def __init__(self, lvm: LVM, model, task: Task):
         self.lvm, self.model, self.task = lvm, model, task
@@ -52,7 +53,7 @@ class LinearProbe:
             classifier = LogisticRegression(C=0.05, max_iter=2000)
         return cls(lvm, make_pipeline(StandardScaler(), classifier).fit(x, y), task)
 
-    def predict(self, task: Task, image: np.ndarray) -> tuple[str, dict]:
+    def predict(self, task: Task, image: np.ndarray, order=None) -> tuple[str, dict]:
         if task.id != self.task.id:
             raise ValueError(f"this probe was trained for task {self.task.id}, not {task.id}")
         x = lvm_features(self.lvm, [image])

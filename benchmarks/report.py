@@ -122,6 +122,9 @@ def write_run_report(out: Path, metrics: dict) -> list[Path]:
         ("accuracy" if "accuracy" in metrics else "exact match", f"{metrics.get('accuracy', metrics.get('exact_match')):.3f}"),
         ("unparsed answers", f"{metrics['parse_failure_rate']:.1%} (counted wrong)"),
     ]  # fmt: skip
+    if metrics.get("option_order_flip_rate") is not None:
+        summary.append(("answers changed by reordering the options",
+                        f"{metrics['option_order_flip_rate']:.1%} of {metrics['option_order_checked']}"))  # fmt: skip
     rows = [(c, *(f"{metrics['per_class'][c][k]:.3f}" for k in ("precision", "recall", "f1")),
              metrics["per_class"][c]["support"]) for c in classes]  # fmt: skip
     md = [f"# {metrics['task']}", ""] + [f"- **{k}**: {v}" for k, v in summary]

@@ -36,6 +36,7 @@ class RunConfig:
     seed: int = 1  # of the held-out records (the training sets use seed 0)
     data: str | None = None  # a real data set, read by data_builders.importers, instead of simulated images
     data_format: str | None = None  # its importer (default: from the path: .hdf5 -> galaxy-mnist, ...)
+    shuffle_check: int = 0  # the first k images are asked again with the options in another order
 
 
 class OptionScoring:
@@ -46,8 +47,8 @@ class OptionScoring:
     def __init__(self, engine):
         self.engine = engine
 
-    def predict(self, task: Task, image: np.ndarray) -> tuple[str, dict]:
-        probs = self.engine.score_options([image], task.prompt(), task.answers())
+    def predict(self, task: Task, image: np.ndarray, order=None) -> tuple[str, dict]:
+        probs = self.engine.score_options([image], task.prompt(order), task.answers())
         return task.read_answer(max(probs, key=probs.get)), {"probs": probs}
 
 
@@ -59,8 +60,8 @@ class Generation:
     def __init__(self, engine, max_new_tokens: int = 32):
         self.engine, self.max_new_tokens = engine, max_new_tokens
 
-    def predict(self, task: Task, image: np.ndarray) -> tuple[str | None, dict]:
-        question = [{"type": "image", "image": image}, {"type": "text", "text": task.prompt()}]
+    def predict(self, task: Task, image: np.ndarray, order=None) -> tuple[str | None, dict]:
+        question = [{"type": "image", "image": image}, {"type": "text", "text": task.prompt(order)}]
         reply = self.engine.chat(
             [{"role": "user", "content": question}], max_new_tokens=self.max_new_tokens, stream=False
         )
@@ -83,7 +84,7 @@ class OpenAIChat:
             base_url=base_url, api_key=api_key or "none", max_retries=max_retries, timeout=timeout_s
         )
 
-    def predict(self, task: Task, image: np.ndarray) -> tuple[str | None, dict]:
+    def predict(self, task: Task, image: np.ndarray, order=None) -> tuple[str | None, dict]:
         import base64
         import io
 
@@ -92,7 +93,10 @@ class OpenAIChat:
         buffer = io.BytesIO()
         Image.fromarray(image).save(buffer, format="PNG")
         url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-        question = [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": task.prompt()}]
+        question = [
+            {"type": "image_url", "image_url": {"url": url}},
+            {"type": "text", "text": task.prompt(order)},
+        ]
         response = self.client.chat.completions.create(
             model=self.model,
             messages=[{"role": "user", "content": question}],
@@ -113,6 +117,29 @@ def held_out_image(task: Task, seed: int, i: int):
         np.random.default_rng([seed, i]), family.default_size, f"{task.id}-{seed}-{i:06d}"
     )
     return record.id, render_rgb(record.image, record.domain, record.bands), list(record.labels)
+
+
+def checks_order(task: Task, backend) -> bool:
+    """The option-order check needs options listed in the prompt and a backend that reads the prompt."""
+    return not task.numbered and getattr(backend, "reads_prompt", True)
+
+
+def shuffled_options(task: Task, i: int) -> list[str]:
+    """A permutation of the options other than their own order (the reverse when there are two)."""
+    options = list(task.options)
+    rng = np.random.default_rng([7, i])
+    while (order := rng.permutation(options).tolist()) == options:
+        pass
+    return order
+
+
+def order_check(entries: list[dict]) -> dict:
+    """How often the answer changed when the options were listed in another order (None: not checked)."""
+    checked = [e for e in entries if "shuffled_prediction" in e]
+    if not checked:
+        return {"option_order_checked": 0, "option_order_flip_rate": None}
+    flips = sum(e["shuffled_prediction"] != e["prediction"] for e in checked)
+    return {"option_order_checked": len(checked), "option_order_flip_rate": flips / len(checked)}
 
 
 def guess_format(path: Path) -> str:
@@ -193,6 +220,10 @@ def run_task(task: Task, backend, config: RunConfig, progress: bool = True) -> d
                                             disable=not progress):  # fmt: skip
             answer, details = backend.predict(task, image)  # answer None: the reply could not be read
             entry = {"id": image_id, "truth": task.truth(labels), "prediction": answer, **details}
+            if len(done) < config.shuffle_check and checks_order(task, backend):
+                order = shuffled_options(task, len(done))
+                entry["shuffled_order"] = order
+                entry["shuffled_prediction"] = backend.predict(task, image, order=order)[0]
             f.write(json.dumps(entry) + "\n")
             f.flush()
             done.append(entry)
@@ -202,6 +233,7 @@ def run_task(task: Task, backend, config: RunConfig, progress: bool = True) -> d
         "task": task.id,
         "backend": backend.name,
         **score(task, [d["truth"] for d in done], [d["prediction"] for d in done]),
+        **order_check(done),
     }
     (out / METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
     from benchmarks.report import write_run_report  # report imports this module

@@ -47,10 +47,16 @@ class Task:
         if len(self.options) < 2:
             raise ValueError(f"task {self.id}: needs at least two options, got {self.options}")
 
-    def prompt(self) -> str:
+    def prompt(self, order: list[str] | tuple[str, ...] | None = None) -> str:
         """What the model is asked: a numbered task's text already says how to answer; the others list
-        their options after the question, as the training sets do."""
-        return self.question if self.numbered else f"{self.question}\nOptions: {', '.join(self.options)}."
+        their options after the question, as the training sets do (in `order`, for the option-order
+        check; default: the task's own)."""
+        if self.numbered:
+            return self.question
+        order = self.options if order is None else order
+        if sorted(order) != sorted(self.options):
+            raise ValueError(f"order must be a permutation of {list(self.options)}, got {list(order)}")
+        return f"{self.question}\nOptions: {', '.join(order)}."
 
     @property
     def classes(self) -> tuple[str, ...]:

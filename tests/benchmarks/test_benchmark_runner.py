@@ -182,3 +182,25 @@ def test_real_data_sets_run_through_the_importers_into_the_runner(backend, tmp_p
             RunConfig(out=str(tmp_path / "e"), data=str(empty)),
             progress=False,
         )
+
+
+def test_the_option_order_check_asks_again_with_the_options_reordered(backend, tmp_path):
+    task = load_task("b2")
+    metrics = run_task(
+        task, backend, RunConfig(out=str(tmp_path / "b2"), n=4, shuffle_check=3), progress=False
+    )
+    entries = [json.loads(line) for line in (tmp_path / "b2" / "predictions.jsonl").read_text().splitlines()]
+    checked = [e for e in entries if "shuffled_prediction" in e]
+    assert len(checked) == 3 == metrics["option_order_checked"]
+    for e in checked:
+        assert sorted(e["shuffled_order"]) == sorted(task.options) and e["shuffled_order"] != list(
+            task.options
+        )
+    flips = sum(e["shuffled_prediction"] != e["prediction"] for e in checked)
+    assert metrics["option_order_flip_rate"] == flips / 3
+    assert ", ".join(checked[0]["shuffled_order"]) in task.prompt(checked[0]["shuffled_order"])
+    numbered = run_task(load_task("galaxymnist-zeroshot"), backend,
+                        RunConfig(out=str(tmp_path / "gz"), n=2, shuffle_check=2), progress=False)  # fmt: skip
+    assert numbered["option_order_checked"] == 0 and numbered["option_order_flip_rate"] is None
+    with pytest.raises(ValueError, match="permutation"):
+        task.prompt(["1C-1P"])
