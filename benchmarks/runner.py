@@ -37,6 +37,7 @@ class RunConfig:
     data: str | None = None  # a real data set, read by data_builders.importers, instead of simulated images
     data_format: str | None = None  # its importer (default: from the path: .hdf5 -> galaxy-mnist, ...)
     shuffle_check: int = 0  # the first k images are asked again with the options in another order
+    context: bool = False  # put the task's context paragraph before the question
 
 
 class OptionScoring:
@@ -200,9 +201,10 @@ def read_predictions(path: Path) -> list[dict]:
 
 
 def run_task(task: Task, backend, config: RunConfig, progress: bool = True) -> dict:
+    task = task.with_context() if config.context else task
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    settings = {"task": task.id, "backend": backend.name, "seed": config.seed}  # n may grow on a rerun
+    settings = {"task": task.id, "backend": backend.name, "seed": config.seed, "context": config.context}
     if config.data is not None:
         settings["data"] = str(Path(config.data).resolve())
     settings_file = out / "run.json"

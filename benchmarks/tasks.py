@@ -11,6 +11,7 @@ data builders write it; option scoring then ranks every such combination.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from functools import cache
 from itertools import combinations
@@ -32,6 +33,7 @@ class Task:
     options: tuple[str, ...]
     merged_classes: dict[str, list[str]] = field(default_factory=dict)  # extra scores with classes merged
     numbered: bool = False  # the prompt asks for the option's number (from 0), as seed 001's do
+    context: str = ""  # what the image is and what the classes mean, put before the question on request
 
     def __post_init__(self):
         if self.label_type not in LABEL_TYPES:
@@ -46,6 +48,14 @@ class Task:
             raise ValueError(f"task {self.id}: a multi-label task cannot be answered with one number")
         if len(self.options) < 2:
             raise ValueError(f"task {self.id}: needs at least two options, got {self.options}")
+
+    def with_context(self) -> Task:
+        """The task asked as seed 003 asks it: "Context: ...", then "Question: ..."."""
+        if not self.context:
+            raise ValueError(f"task {self.id} has no context paragraph")
+        return dataclasses.replace(
+            self, question=f"Context: {self.context}\n\nQuestion: {self.question}", context=""
+        )
 
     def prompt(self, order: list[str] | tuple[str, ...] | None = None) -> str:
         """What the model is asked: a numbered task's text already says how to answer; the others list

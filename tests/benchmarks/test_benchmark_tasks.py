@@ -119,3 +119,18 @@ def test_the_vectorised_bootstrap_macro_f1_is_sklearns_on_each_resample():
     expected = f1_score([truths[i] for i in picks], [predictions[i] for i in picks], labels=list(task.options),
                         average="macro", zero_division=0)  # fmt: skip
     assert bootstrap_ci(task, truths, predictions, resamples=1) == pytest.approx([expected, expected])
+
+
+def test_context_paragraphs_precede_the_question_as_seed_003_asks():
+    for task_id in ("b1", "b2", "b3", "b4", "b5", "b6", "galaxymnist", "lsbg"):
+        task = load_task(task_id)
+        asked = task.with_context().prompt()
+        assert asked.startswith(f"Context: {task.context}\n\nQuestion: {task.question}")
+        assert asked.endswith(task.prompt().split("\n")[-1])  # the options line is unchanged
+        assert all(
+            option.lower() in task.context.lower()
+            for option in task.classes
+            if task_id != "b3" and task_id != "b4"
+        )
+    with pytest.raises(ValueError, match="no context"):
+        load_task("galaxymnist-zeroshot").with_context()  # its question holds its own definitions
