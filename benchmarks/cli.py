@@ -9,6 +9,7 @@
     astrovlm bench run --out runs/bench/real --tasks galaxymnist --data test_dataset.hdf5   # real images
     astrovlm bench compare runs/bench/base runs/bench/lora [--out cmp.md]   # macro-F1 [95 % CI] per task
     astrovlm bench suite --out runs/suite [--n 200]      # base, shipped default and probe: suite.md
+    astrovlm bench boxes --out runs/bench/boxes --family radio-b3 --class compact   # IoU and mAP of boxes
 
 Each run folder gets one subfolder per task (predictions.jsonl, metrics.json); rerunning resumes.
 """
@@ -57,6 +58,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     compare.add_argument("runs", nargs="+", help="run folders (their names head the columns)")
     compare.add_argument("--out", help="also write the table (FILE.md) and a bar chart beside it (FILE.png)")
     compare.set_defaults(func=run_compare)
+
+    boxes = commands.add_parser(
+        "boxes", help="bounding-box answers scored by IoU and mAP (free-text backends)"
+    )
+    boxes.add_argument("--out", required=True)
+    boxes.add_argument(
+        "--family", default="radio-b3", help="a family with boxes (radio-b1..b5, optical-field)"
+    )
+    boxes.add_argument("--class", dest="box_class", default="compact", help="the class of box asked for")
+    boxes.add_argument("--n", type=int, default=100)
+    boxes.add_argument("--seed", type=int, default=1)
+    which = boxes.add_mutually_exclusive_group()
+    which.add_argument("--adapter", help="a trained adapter folder (default: the shipped one)")
+    which.add_argument("--base", action="store_true", help="no adapter: the untrained assembly")
+    which.add_argument("--openai", metavar="MODEL", help="a model behind an OpenAI-compatible API")
+    boxes.add_argument("--base-url")
+    boxes.add_argument("--api-key")
+    boxes.add_argument("--max-new-tokens", type=int, default=128)
+    boxes.add_argument("--no-progress", action="store_true")
+    boxes.set_defaults(func=run_boxes_command)
 
     suite = commands.add_parser(
         "suite", help="every task for the base model, the shipped default and the probe"
@@ -128,6 +149,31 @@ def run_tasks(tasks, backend_for, out: Path, n: int, seed: int, progress: bool) 
             task, backend_for(task), RunConfig(out=str(out / task.id), n=n, seed=seed), progress
         )
         print(json.dumps({k: metrics[k] for k in ("task", "n", "macro_f1")}))
+
+
+def run_boxes_command(args) -> None:
+    from benchmarks.boxes import BoxConfig, run_boxes
+    from benchmarks.runner import Generation, OpenAIChat
+
+    if args.openai:
+        key = args.api_key or os.environ.get("OPENAI_API_KEY")
+        backend = OpenAIChat(args.openai, args.base_url, key, max_new_tokens=args.max_new_tokens)
+    else:
+        from vlm.engine import Engine
+        from vlm.model import build_astrovlm
+
+        engine = Engine(*build_astrovlm()) if args.base else Engine.load(adapter_dir=args.adapter)
+        backend = Generation(engine, max_new_tokens=args.max_new_tokens)
+    config = BoxConfig(args.out, args.family, args.box_class, args.n, args.seed)
+    metrics = run_boxes(backend, config, progress=not args.no_progress)
+    print(
+        json.dumps(
+            {
+                k: metrics[k]
+                for k in ("n", "map_50", "map", "mean_best_iou", "count_accuracy", "parse_failure_rate")
+            }
+        )
+    )
 
 
 def run_compare(args) -> None:

@@ -61,12 +61,15 @@ class Generation:
     def __init__(self, engine, max_new_tokens: int = 32):
         self.engine, self.max_new_tokens = engine, max_new_tokens
 
+    def ask(self, image: np.ndarray, question: str) -> str:
+        parts = [{"type": "image", "image": image}, {"type": "text", "text": question}]
+        return self.engine.chat(
+            [{"role": "user", "content": parts}], max_new_tokens=self.max_new_tokens, stream=False
+        ).text
+
     def predict(self, task: Task, image: np.ndarray, order=None) -> tuple[str | None, dict]:
-        question = [{"type": "image", "image": image}, {"type": "text", "text": task.prompt(order)}]
-        reply = self.engine.chat(
-            [{"role": "user", "content": question}], max_new_tokens=self.max_new_tokens, stream=False
-        )
-        return parse_answer(task, reply.text), {"raw": reply.text}
+        text = self.ask(image, task.prompt(order))
+        return parse_answer(task, text), {"raw": text}
 
 
 class OpenAIChat:
@@ -85,7 +88,7 @@ class OpenAIChat:
             base_url=base_url, api_key=api_key or "none", max_retries=max_retries, timeout=timeout_s
         )
 
-    def predict(self, task: Task, image: np.ndarray, order=None) -> tuple[str | None, dict]:
+    def ask(self, image: np.ndarray, question: str) -> str:
         import base64
         import io
 
@@ -94,17 +97,17 @@ class OpenAIChat:
         buffer = io.BytesIO()
         Image.fromarray(image).save(buffer, format="PNG")
         url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-        question = [
-            {"type": "image_url", "image_url": {"url": url}},
-            {"type": "text", "text": task.prompt(order)},
-        ]
+        parts = [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": question}]
         response = self.client.chat.completions.create(
             model=self.model,
-            messages=[{"role": "user", "content": question}],
+            messages=[{"role": "user", "content": parts}],
             max_tokens=self.max_new_tokens,
             temperature=0.0,
         )
-        text = response.choices[0].message.content or ""
+        return response.choices[0].message.content or ""
+
+    def predict(self, task: Task, image: np.ndarray, order=None) -> tuple[str | None, dict]:
+        text = self.ask(image, task.prompt(order))
         return parse_answer(task, text), {"raw": text}
 
 
