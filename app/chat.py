@@ -58,8 +58,15 @@ class Session:
 
 
 class ChatApp:
-    def __init__(self, assistant: Assistant, max_new_tokens: int = 256, chat_height: int = 560):
+    def __init__(
+        self,
+        assistant: Assistant,
+        max_new_tokens: int = 256,
+        chat_height: int = 560,
+        notice: str | None = None,
+    ):
         self.local, self.max_new_tokens, self.chat_height = assistant, max_new_tokens, chat_height
+        self.notice = notice  # shown under the title: what the user should know about the model
         self.workdir = Path(tempfile.mkdtemp(prefix="astrovlm-chat-"))  # pictures shown in the chat
 
     def assistant_for(self, session: Session) -> Assistant:
@@ -217,6 +224,8 @@ class ChatApp:
             session = gr.State(Session())
             asked = gr.State(False)
             gr.Markdown("## astrovlm: ask questions of astronomy images")
+            if self.notice:
+                gr.Markdown(f"*{self.notice}*", elem_id="notice")
             with gr.Tab("Chat"), gr.Row():
                 with gr.Column(scale=3):
                     chat = gr.Chatbot(height=self.chat_height, label="conversation", elem_id="chat")

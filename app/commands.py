@@ -64,11 +64,20 @@ def run_chat(args) -> None:
     from app.assistant import Assistant, LocalBackend
     from app.chat import ChatApp, launch
     from app.tools import ToolResources, ToolRunner
+    from vlm.engine import DEFAULT_ADAPTER_DIR
+    from vlm.model import PROJECTOR_FILE
 
     _warn_public(args.host)
     resources = ToolResources(gallery_folder=Path(args.gallery) if args.gallery else None)
     assistant = Assistant(LocalBackend.load(args.adapter), ToolRunner(resources=resources))
-    launch(ChatApp(assistant, max_new_tokens=args.max_new_tokens), host=args.host, port=args.port)
+    notice = None
+    if args.adapter is None and not (DEFAULT_ADAPTER_DIR / PROJECTOR_FILE).is_file():
+        notice = (
+            "No trained VLM adapter ships yet: the model's own answers ignore the image. "
+            "The tools on the right (and the HITL tab) do read it."
+        )
+    app = ChatApp(assistant, max_new_tokens=args.max_new_tokens, notice=notice)
+    launch(app, host=args.host, port=args.port)
 
 
 def run_serve(args) -> None:

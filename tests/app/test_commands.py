@@ -1,5 +1,6 @@
 """`astrovlm chat` and `astrovlm serve` as a person runs them: real processes on loopback ports."""
 
+import json
 import os
 import subprocess
 import sys
@@ -62,6 +63,10 @@ def test_astrovlm_chat_serves_its_page():
         assert page.status_code == 200 and "astrovlm" in page.text
         config = httpx.get(f"http://127.0.0.1:{port}/config", timeout=10).json()
         assert config["title"] == "astrovlm"
+        shown = json.dumps(config)
+        from vlm.engine import DEFAULT_ADAPTER_DIR
+
+        assert ("No trained VLM adapter" in shown) != DEFAULT_ADAPTER_DIR.is_dir()  # the page says so
     finally:
         stop(process)
 
