@@ -1,7 +1,7 @@
 """`astrovlm chat ...` (the Gradio UI), `astrovlm serve ...` (the OpenAI-compatible API) and
 `astrovlm hitl experiment` (seed 000's human-in-the-loop comparisons, vlm.heads.hitl_report).
 
-    astrovlm chat [--port 7860] [--adapter DIR] [--gallery DIR]
+    astrovlm chat [--port 7860] [--adapter DIR] [--gallery DIR] [--hitl-dir DIR]
     astrovlm serve [--port 8000] [--api-key KEY] [--allow-images-from DIR] [--max-queue 16]
 
 Both listen on 127.0.0.1 unless --host says otherwise, and load the model before they listen.
@@ -21,6 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     chat.add_argument(
         "--gallery", help="a folder of images for find_similar (default: a simulated+FIRST gallery)"
     )
+    chat.add_argument("--hitl-dir", help="where HITL sessions are kept (default: ~/.astrovlm/hitl)")
     chat.set_defaults(func=run_chat)
 
     serve = subparsers.add_parser("serve", help="an OpenAI-compatible HTTP API (/v1/chat/completions)")
@@ -68,7 +69,9 @@ def run_chat(args) -> None:
     from vlm.model import PROJECTOR_FILE
 
     _warn_public(args.host)
-    resources = ToolResources(gallery_folder=Path(args.gallery) if args.gallery else None)
+    resources = ToolResources(
+        gallery_folder=Path(args.gallery) if args.gallery else None, hitl_dir=args.hitl_dir
+    )
     assistant = Assistant(LocalBackend.load(args.adapter), ToolRunner(resources=resources))
     notice = None
     if args.adapter is None and not (DEFAULT_ADAPTER_DIR / PROJECTOR_FILE).is_file():

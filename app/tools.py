@@ -17,6 +17,7 @@ from __future__ import annotations
 import concurrent.futures
 import io
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -62,10 +63,10 @@ class ToolResources:
 
     @cached_property
     def hitl_dir(self) -> Path:
-        """Where HITL sessions and their exports are kept (default: a folder of its own per app run)."""
-        import tempfile
-
-        folder = Path(self._hitl_dir) if self._hitl_dir else Path(tempfile.mkdtemp(prefix="astrovlm-hitl-"))
+        """Where HITL sessions, their cached features and exports are kept, across runs of the app:
+        `hitl_dir`, else $ASTROVLM_HOME/hitl, else ~/.astrovlm/hitl."""
+        home = Path(os.environ.get("ASTROVLM_HOME", Path.home() / ".astrovlm"))
+        folder = Path(self._hitl_dir) if self._hitl_dir else home / "hitl"
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 

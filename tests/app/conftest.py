@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from app.assistant import Assistant, LocalBackend
-from app.tools import ToolRunner
+from app.tools import ToolResources, ToolRunner
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -28,8 +28,8 @@ def engine():
 
 
 @pytest.fixture(scope="session")
-def runner():
-    return ToolRunner()
+def runner(tmp_path_factory):
+    return ToolRunner(resources=ToolResources(hitl_dir=tmp_path_factory.mktemp("hitl")))  # not ~/.astrovlm
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 import httpx
@@ -14,7 +15,8 @@ from tests.app.conftest import free_port
 
 
 def start(*arguments: str) -> subprocess.Popen:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False",
+           "ASTROVLM_HOME": tempfile.mkdtemp(prefix="astrovlm-home-")}  # fmt: skip
     return subprocess.Popen(
         [sys.executable, "-m", "app.cli", *arguments],
         env=env,
