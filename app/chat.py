@@ -408,6 +408,19 @@ def result_markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+def model_notice(adapter_dir: str | None) -> str | None:
+    """What the page says about the model: that its own answers ignore images while no adapter ships."""
+    from vlm.engine import DEFAULT_ADAPTER_DIR
+    from vlm.model import PROJECTOR_FILE
+
+    if adapter_dir is not None or (DEFAULT_ADAPTER_DIR / PROJECTOR_FILE).is_file():
+        return None
+    return (
+        "No trained VLM adapter ships yet: the model's own answers ignore the image. "
+        "The tools on the right (and the HITL tab) do read it."
+    )
+
+
 def _step(call: ToolCall, status: str, body: str, seconds: float | None = None) -> dict:
     metadata = {"title": f"tool: {call.name or '(unnamed)'}", "status": status}
     if seconds is not None:

@@ -63,23 +63,15 @@ def _warn_public(host: str) -> None:
 
 def run_chat(args) -> None:
     from app.assistant import Assistant, LocalBackend
-    from app.chat import ChatApp, launch
+    from app.chat import ChatApp, launch, model_notice
     from app.tools import ToolResources, ToolRunner
-    from vlm.engine import DEFAULT_ADAPTER_DIR
-    from vlm.model import PROJECTOR_FILE
 
     _warn_public(args.host)
     resources = ToolResources(
         gallery_folder=Path(args.gallery) if args.gallery else None, hitl_dir=args.hitl_dir
     )
     assistant = Assistant(LocalBackend.load(args.adapter), ToolRunner(resources=resources))
-    notice = None
-    if args.adapter is None and not (DEFAULT_ADAPTER_DIR / PROJECTOR_FILE).is_file():
-        notice = (
-            "No trained VLM adapter ships yet: the model's own answers ignore the image. "
-            "The tools on the right (and the HITL tab) do read it."
-        )
-    app = ChatApp(assistant, max_new_tokens=args.max_new_tokens, notice=notice)
+    app = ChatApp(assistant, max_new_tokens=args.max_new_tokens, notice=model_notice(args.adapter))
     launch(app, host=args.host, port=args.port)
 
 

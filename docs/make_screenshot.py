@@ -23,13 +23,18 @@ def main() -> None:
     from playwright.sync_api import expect, sync_playwright
 
     from app.assistant import Assistant, LocalBackend
-    from app.chat import ChatApp, launch
+    from app.chat import ChatApp, launch, model_notice
     from app.examples import EXAMPLES
     from app.tools import ToolRunner
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        app = ChatApp(Assistant(LocalBackend.load(), ToolRunner()), max_new_tokens=48, chat_height=1000)
+        app = ChatApp(
+            Assistant(LocalBackend.load(), ToolRunner()),
+            max_new_tokens=48,
+            chat_height=1000,
+            notice=model_notice(None),
+        )
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
