@@ -10,8 +10,9 @@ A turn runs the backend; a reply that calls tools (the local model writes `<tool
 an OpenAI-compatible backend answers with native `tool_calls`) has each call run by the ToolRunner, its
 result appended as a `tool` message, and the backend runs again to answer from it, up to
 `max_tool_rounds` times. Without a runner (the HTTP server: the client runs its tools) the turn ends at
-the call, with finish reason "tool_calls". `run_tool` is the same from a person's request (a UI button):
-the call is recorded as if the model had made it and the model answers from its result.
+the call, with finish reason "tool_calls" (a call to a tool the client did not offer stays text).
+`run_tool` is the same from a person's request (a UI button): the call is recorded as if the model had
+made it and the model answers from its result.
 
 Messages are OpenAI-style dicts; image parts hold ChatImage objects ({"type": "image", "image": ...}).
 The local model reads each image as it is shown (ChatImage.model_view: same stretch, model's size); an
@@ -92,6 +93,10 @@ def conversation_images(messages: list[dict]) -> list[ChatImage]:
         for part in message["content"]
         if part.get("type") == "image"
     ]
+
+
+def offered_names(tools: list[dict]) -> set[str]:
+    return {tool.get("function", tool).get("name") for tool in tools}
 
 
 def parse_tool_calls(text: str, ids: Iterator[str]) -> list[ToolCall]:
@@ -298,8 +303,12 @@ class Assistant:
                     elif mode == "text":
                         yield TextDelta(item)
             if mode == "call":
-                calls += parse_tool_calls(text, self._ids)
-                text = ""
+                parsed = parse_tool_calls(text, self._ids)
+                if self.runner is None and tools and not {c.name for c in parsed} <= offered_names(tools):
+                    yield TextDelta(text)  # a call to a tool the client did not offer: it is only text
+                else:
+                    calls += parsed
+                    text = ""
             elif mode == "undecided" and text:  # the reply ended while it still looked like a call
                 yield TextDelta(text)
             finish = finish or Finish("stop")

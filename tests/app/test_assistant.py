@@ -11,6 +11,7 @@ from app.assistant import (
     ToolResult,
     TurnEnd,
     conversation_images,
+    offered_names,
     openai_messages,
     parse_tool_calls,
     user_message,
@@ -34,6 +35,8 @@ def test_tool_calls_are_parsed_from_the_local_models_format():
     cut = parse_tool_calls('<tool_call>{"name": "image_stats", "argu', ids())  # max_new_tokens hit
     assert cut[0].name == "" and cut[0].arguments.startswith('{"name"')
     assert parse_tool_calls("<tool_call>[1, 2]</tool_call>", ids())[0].arguments == "[1, 2]"
+    offered = [{"type": "function", "function": {"name": "image_stats"}}, {"name": "hitl_next"}]
+    assert offered_names(offered) == {"image_stats", "hitl_next"}
 
 
 def test_messages_go_to_an_openai_api_in_its_own_form():
