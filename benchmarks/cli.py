@@ -44,6 +44,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--data", help="a real data set instead of simulated images (GalaxyMNIST HDF5, MiraBest batches, ...)"
     )
     run.add_argument("--format", dest="data_format", help="its importer (default: from the path)")
+    run.add_argument("--shuffle-check", type=int, default=50, metavar="K",
+                     help="ask the first K images again with the options reordered (default 50; 0: off)")  # fmt: skip
+    run.add_argument(
+        "--context", action="store_true", help="put each task's context paragraph before its question"
+    )
     run.add_argument("--base-url", help="the API of --openai (default: OpenAI's; $OPENAI_BASE_URL)")
     run.add_argument("--api-key", help="its key (default: $OPENAI_API_KEY)")
     run.add_argument("--probe-train", type=int, default=1000, help="training images of the probe (seed 0)")
@@ -112,16 +117,9 @@ def run_run(args) -> None:
         backend_for = lambda task: backend  # noqa: E731 -- one model answers every task
     else:
         backend_for = local_backends(None if args.base else args.adapter, args.base, args.mode)
-    run_tasks(
-        tasks,
-        backend_for,
-        Path(args.out),
-        args.n,
-        args.seed,
-        not args.no_progress,
-        args.data,
-        args.data_format,
-    )
+    options = {"data": args.data, "data_format": args.data_format, "shuffle_check": args.shuffle_check,
+               "context": args.context}  # fmt: skip
+    run_tasks(tasks, backend_for, Path(args.out), args.n, args.seed, not args.no_progress, **options)
 
 
 def probe_backends(n_train: int, progress: bool):
@@ -141,13 +139,13 @@ def local_backends(adapter: str | None, base: bool, mode: str = "score"):
     return lambda task: backend
 
 
-def run_tasks(tasks, backend_for, out: Path, n: int, seed: int, progress: bool) -> None:
+def run_tasks(tasks, backend_for, out: Path, n: int, seed: int, progress: bool, **options) -> None:
+    """Each task with its backend; `options`: RunConfig's data, data_format, shuffle_check, context."""
     from benchmarks.runner import RunConfig, run_task
 
     for task in tasks:
-        metrics = run_task(
-            task, backend_for(task), RunConfig(out=str(out / task.id), n=n, seed=seed), progress
-        )
+        config = RunConfig(out=str(out / task.id), n=n, seed=seed, **options)
+        metrics = run_task(task, backend_for(task), config, progress)
         print(json.dumps({k: metrics[k] for k in ("task", "n", "macro_f1")}))
 
 

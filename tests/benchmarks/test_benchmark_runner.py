@@ -204,3 +204,13 @@ def test_the_option_order_check_asks_again_with_the_options_reordered(backend, t
     assert numbered["option_order_checked"] == 0 and numbered["option_order_flip_rate"] is None
     with pytest.raises(ValueError, match="permutation"):
         task.prompt(["1C-1P"])
+
+
+def test_bench_run_from_the_command_line_passes_every_option_to_the_runner(tmp_path, capsys):
+    from app.cli import main
+
+    arguments = ["bench", "run", "--out", str(tmp_path), "--tasks", "b6", "--n", "2", "--probe", "--probe-train",
+                 "40", "--shuffle-check", "1", "--context", "--no-progress"]  # fmt: skip
+    assert main(arguments) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["n"] == 2
+    assert json.loads((tmp_path / "b6" / "run.json").read_text())["context"] is True
