@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from benchmarks.runner import PREDICTIONS, read_predictions
+from benchmarks.runner import PREDICTIONS, resume_run
 
 BOX = re.compile(r"\[\s*(-?\d*\.?\d+)\s*,\s*(-?\d*\.?\d+)\s*,\s*(-?\d*\.?\d+)\s*,\s*(-?\d*\.?\d+)\s*\]")
 NO_BOXES = re.compile(r"\b(no|none|zero|not any|there are no)\b", re.IGNORECASE)
@@ -112,22 +112,15 @@ def run_boxes(backend, config: BoxConfig, progress: bool = True) -> dict:
             f"boxes are answered in free text: the {backend.name} backend cannot (use --mode generate or --openai)"
         )
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
     settings = {
         "family": config.family,
         "box_class": config.box_class,
         "backend": backend.name,
         "seed": config.seed,
     }
-    settings_file = out / "run.json"
-    if settings_file.is_file() and json.loads(settings_file.read_text()) != settings:
-        raise ValueError(f"{out} holds a run with other settings ({settings_file}); use another --out")
-    settings_file.write_text(json.dumps(settings, indent=2) + "\n")
-    path = out / PREDICTIONS
-    done = read_predictions(path)[: config.n]
+    done = resume_run(out, settings, config.n)
     asked = question(config.box_class)
-    with open(path, "w") as f:
-        f.writelines(json.dumps(d) + "\n" for d in done)
+    with open(out / PREDICTIONS, "a") as f:
         for i in tqdm(range(len(done), config.n), desc=f"boxes {config.box_class}", initial=len(done),
                       total=config.n, disable=not progress):  # fmt: skip
             image_id, image, truth, size = held_out(config.family, config.box_class, config.seed, i)

@@ -203,23 +203,29 @@ def read_predictions(path: Path) -> list[dict]:
     return entries
 
 
-def run_task(task: Task, backend, config: RunConfig, progress: bool = True) -> dict:
-    task = task.with_context() if config.context else task
-    out = Path(config.out)
+def resume_run(out: Path, settings: dict, n: int) -> list[dict]:
+    """Start or resume the run in `out`: its settings must match run.json's (a rerun may only raise n);
+    -> the predictions already made (at most n), predictions.jsonl rewritten without a cut last line."""
     out.mkdir(parents=True, exist_ok=True)
-    settings = {"task": task.id, "backend": backend.name, "seed": config.seed, "context": config.context}
-    if config.data is not None:
-        settings["data"] = str(Path(config.data).resolve())
     settings_file = out / "run.json"
     if settings_file.is_file() and json.loads(settings_file.read_text()) != settings:
         raise ValueError(f"{out} holds a run with other settings ({settings_file}); use another --out")
     settings_file.write_text(json.dumps(settings, indent=2) + "\n")
-
     path = out / PREDICTIONS
-    done = read_predictions(path)[: config.n]
-    with open(path, "w") as f:  # rewritten without a line cut by an interruption
+    done = read_predictions(path)[:n]
+    with open(path, "w") as f:
         f.writelines(json.dumps(d) + "\n" for d in done)
-    with open(path, "a") as f:
+    return done
+
+
+def run_task(task: Task, backend, config: RunConfig, progress: bool = True) -> dict:
+    task = task.with_context() if config.context else task
+    out = Path(config.out)
+    settings = {"task": task.id, "backend": backend.name, "seed": config.seed, "context": config.context}
+    if config.data is not None:
+        settings["data"] = str(Path(config.data).resolve())
+    done = resume_run(out, settings, config.n)
+    with open(out / PREDICTIONS, "a") as f:
         images = itertools.islice(task_images(task, config), len(done), config.n)
         for image_id, image, labels in tqdm(images, desc=task.id, initial=len(done), total=config.n,
                                             disable=not progress):  # fmt: skip
