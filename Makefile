@@ -42,6 +42,7 @@ perf: install
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/perf/bench_throughput.py --threads 1
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/perf/serve.py --clients 8 --seconds 60
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/perf/chat_memory.py
+	$(BIN)/python benchmarks/perf/detect_speed.py
 
 # The training sets of the shipped VLM (vlm/train_presets/lora-smollm2.yaml) and the recipe itself.
 VLM_FAMILIES := radio-b1 radio-b2 radio-b3 radio-b4 radio-b5 radio-b6 optical-gmnist optical-lsbg optical-morphology

@@ -373,7 +373,7 @@ class ChatApp:
 
 ROWS_SHOWN = 15
 TABLES = {  # result key -> the columns of its table
-    "detections": ("label", "box", "score", "peak_snr", "ra_deg", "dec_deg"),
+    "detections": ("label", "box", "score", "ra_deg", "dec_deg"),
     "neighbours": ("id", "label", "similarity"),
     "images": ("id", "score"),
 }

@@ -9,6 +9,7 @@ astrovlm bench ...     benchmarks: run tasks (B1-B6, GalaxyMNIST) with a model, 
 astrovlm chat ...      app: the chat UI in the browser, with tools
 astrovlm serve ...     app: an OpenAI-compatible HTTP API
 astrovlm hitl ...      app: the human-in-the-loop experiments (vlm.heads.hitl_report)
+astrovlm detect ...    vlm.heads: find sources in an image; train detectors; the detection report
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from app import commands as app_cli
 from benchmarks import cli as bench_cli
 from data_builders import cli as data_cli
 from vlm import cli as vlm_cli
+from vlm.heads import detect_cli
 from vlm.lvm import cli as lvm_cli
 
 
@@ -33,6 +35,7 @@ def parser() -> argparse.ArgumentParser:
     vlm_cli.register(subparsers)
     bench_cli.register(subparsers)
     app_cli.register(subparsers)
+    detect_cli.register(subparsers)
     return root
 
 

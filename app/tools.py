@@ -29,9 +29,8 @@ from PIL import Image, ImageDraw
 
 from app.hitl.tools import HITL_TOOLS, HITLError
 from app.images import ChatImage
-from app.threshold_detector import NAME as DETECTOR_NAME
-from app.threshold_detector import detect_threshold
 from data_builders.measure import image_stats, significant
+from data_builders.stretch import render_rgb
 from data_builders.tool_specs import ALL_TOOL_SPECS, openai_tools
 
 log = logging.getLogger(__name__)
@@ -60,6 +59,7 @@ class ToolResources:
     def __init__(self, lvm=None, morphology_heads_dir=None, gallery_folder=None, hitl_dir=None):
         self._lvm, self._heads_dir, self._gallery_folder = lvm, morphology_heads_dir, gallery_folder
         self._hitl_dir = hitl_dir
+        self._detectors: dict = {}
 
     @cached_property
     def hitl_dir(self) -> Path:
@@ -81,6 +81,14 @@ class ToolResources:
         from vlm.morphology import DEFAULT_HEADS_DIR, MorphologyClassifier
 
         return MorphologyClassifier.load(self._heads_dir or DEFAULT_HEADS_DIR, lvm=self.lvm)
+
+    def detector(self, domain: str):
+        """The shipped radio or optical detector, on the shared LVM."""
+        if domain not in self._detectors:
+            from vlm.heads.detect import Detector
+
+            self._detectors[domain] = Detector.load(domain, lvm=self.lvm)
+        return self._detectors[domain]
 
     @cached_property
     def gallery(self):
@@ -119,19 +127,15 @@ def tool_image_stats(resources: ToolResources, image: ChatImage) -> tuple[dict, 
 def tool_detect_sources(
     resources: ToolResources, image: ChatImage, min_score: float = 0.5
 ) -> tuple[dict, object]:
-    found = [d for d in detect_threshold(image.image.data) if d.score >= min_score]
-    detections = [
-        {
-            "label": d.label,
-            "box": list(d.box),
-            "score": round(d.score, 3),
-            "peak_snr": round(d.peak_snr, 1),
-            "centroid": [round(d.centroid[0], 2), round(d.centroid[1], 2)],
-            **_sky(image, *d.centroid),
-        }
-        for d in found
-    ]
-    return {"detector": DETECTOR_NAME, "detections": detections}, draw_boxes(image, detections)
+    # the picture as the detector was trained on it, whatever stretch the user chose to look at
+    picture = render_rgb(image.image.data, image.domain, image.image.bands)
+    found = resources.detector(image.domain).detect(picture, min_score=min_score)
+    detections = []
+    for d in found:
+        centre = ((d.box[0] + d.box[2]) / 2, (d.box[1] + d.box[3]) / 2)
+        detections.append({**d.to_dict(), "centre": [round(v, 1) for v in centre], **_sky(image, *centre)})
+    detector = f"Faster R-CNN on the LVM, {image.domain} (vlm.heads.detect)"
+    return {"detector": detector, "detections": detections}, draw_boxes(image, detections)
 
 
 def tool_classify_morphology(resources: ToolResources, image: ChatImage, scheme: str) -> tuple[dict, object]:

@@ -4,7 +4,6 @@ from PIL import Image
 
 from app.examples import EXAMPLES
 from app.images import ChatImage
-from app.threshold_detector import detect_threshold
 from app.tools import ToolResources, ToolRunner
 from data_builders.io import AstroImage
 from data_builders.tool_specs import ALL_TOOL_SPECS
@@ -27,29 +26,18 @@ def point_field(seed: int = 0) -> np.ndarray:
     return field[None].astype(np.float32)
 
 
-def test_the_threshold_detector_finds_every_source_and_nothing_else():
-    found = detect_threshold(point_field())
-    assert len(found) == len(SOURCES)
-    for detection in found:
-        x, y = detection.centroid
-        match = min(SOURCES, key=lambda s: (s[0] - x) ** 2 + (s[1] - y) ** 2)
-        assert abs(match[0] - x) < 0.5 and abs(match[1] - y) < 0.5
-        x0, y0, x1, y1 = detection.box
-        assert x0 <= match[0] < x1 and y0 <= match[1] < y1
-        assert detection.peak_snr == pytest.approx(match[2], rel=0.15)
-    assert [d.peak_snr for d in found] == sorted((d.peak_snr for d in found), reverse=True)
-    assert detect_threshold(np.zeros((1, 32, 32), np.float32)) == []  # flat: nothing stands out
-
-
 def test_detect_sources_reports_pixels_sky_and_draws_the_boxes(runner):
     image = ChatImage.read(EXAMPLES[0].path)  # a simulated radio field with a WCS
     output = runner.run("detect_sources", {"min_score": 0.5}, [image])
-    assert output.ok and output.result["detector"].startswith("threshold+components")
+    assert output.ok and output.result["detector"].startswith("Faster R-CNN on the LVM, radio")
     detections = output.result["detections"]
     assert detections and all(d["score"] >= 0.5 for d in detections)
+    assert {d["label"] for d in detections} <= {"compact", "extended", "diffuse"}
     for d in detections:
-        sky = image.sky(*d["centroid"])  # from the centroid before it was rounded to 0.01 px
-        assert (sky["ra_deg"], sky["dec_deg"]) == pytest.approx((d["ra_deg"], d["dec_deg"]), abs=1e-5)
+        x0, y0, x1, y1 = d["box"]
+        assert d["centre"] == pytest.approx([(x0 + x1) / 2, (y0 + y1) / 2], abs=0.11)
+        sky = image.sky(*d["centre"])
+        assert (sky["ra_deg"], sky["dec_deg"]) == pytest.approx((d["ra_deg"], d["dec_deg"]), abs=1e-3)
     assert isinstance(output.visual, Image.Image)
     shown = np.asarray(output.visual)
     assert (
