@@ -16,9 +16,8 @@ import time
 
 import numpy as np
 import torch
-from PIL import Image
+from skimage.data import hubble_deep_field
 
-from app.examples import EXAMPLES_DIR
 from vlm.heads.detect import Detector, tile_origins
 from vlm.heads.detect_data import simulate_field
 
@@ -41,7 +40,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    hubble = np.asarray(Image.open(EXAMPLES_DIR / "hubble_deep_field.png").convert("RGB"))
+    hubble = hubble_deep_field()  # scikit-image's HST picture
     cases = [
         ("radio", "radio field 256 x 256", simulate_field("radio", 0, "test", size=256).picture),
         ("optical", "optical field 256 x 256", simulate_field("optical", 0, "test").picture),

@@ -357,6 +357,9 @@ class RenderedField:
     box_source: tuple[int, ...]  # index into `sources` of each box
     las_px: tuple[float, ...]  # largest extent (Feret diameter) of each boxed source above 3 sigma
     peak: tuple[float, ...]  # peak of each boxed source's model, Jy/beam
+    masks: tuple[
+        np.ndarray, ...
+    ] = ()  # with masks=True: (H, W) bool, where each boxed source is above 3 sigma
 
 
 _FERET_DIRS = np.stack(
@@ -371,12 +374,18 @@ def _feret(mask: np.ndarray) -> float:
 
 
 def render_field(
-    sources: list[RadioSource], size: int, beam: Beam, rms: float, rng: np.random.Generator
+    sources: list[RadioSource],
+    size: int,
+    beam: Beam,
+    rms: float,
+    rng: np.random.Generator,
+    masks: bool = False,
 ) -> RenderedField:
     """Render sources (beam-convolved), add beam-correlated noise of std `rms`, and box every source.
 
     A box is tight around where the source's own noiseless model exceeds 3 rms in absolute value (ring
-    artefacts are negative in places), clipped to the image.
+    artefacts are negative in places), clipped to the image; with `masks`, that region itself is kept
+    too (instance masks for segmentation; pixel centres inside a compact source's 3-sigma ellipse).
     """
     if not MIN_SIZE <= size <= MAX_SIZE:
         raise ValueError(f"size must be in [{MIN_SIZE}, {MAX_SIZE}], got {size}")
@@ -385,6 +394,7 @@ def render_field(
     floor, thresh = 0.01 * rms, DETECTION_SNR * rms
     model = np.zeros((size, size), np.float32)
     found: dict[int, tuple[Box, float, float]] = {}
+    regions: dict[int, np.ndarray] = {}
     simple = [i for i, s in enumerate(sources) if s.is_single_gaussian]
     if simple:
         g = np.concatenate([sources[i].gaussians for i in simple])
@@ -401,6 +411,8 @@ def render_field(
             if k2[j] > 0 and x1 > x0 and y1 > y0:
                 label = sources[i].label
                 found[i] = (Box(label, x0, y0, x1, y1), float(2 * np.sqrt(k2[j]) * major[j]), float(peak[j]))
+                if masks:
+                    regions[i] = _ellipse_mask(size, g[j, 0], g[j, 1], cxx[j], cyy[j], cxy[j], k2[j])
     for i, s in enumerate(sources):
         if s.is_single_gaussian:
             continue
@@ -412,6 +424,8 @@ def render_field(
         cols, rows = np.flatnonzero(mask.any(0)), np.flatnonzero(mask.any(1))
         box = Box(s.label, float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1))
         found[i] = (box, _feret(mask), float(plane.max()))
+        if masks:
+            regions[i] = mask
     image = model + correlated_noise(rng, (size, size), beam.kernel(), rms)
     order = sorted(found)
     return RenderedField(
@@ -421,7 +435,22 @@ def render_field(
         box_source=tuple(order),
         las_px=tuple(found[i][1] for i in order),
         peak=tuple(found[i][2] for i in order),
+        masks=tuple(regions[i] for i in order) if masks else (),
     )
+
+
+def _ellipse_mask(size: int, x: float, y: float, cxx: float, cyy: float, cxy: float, k2: float) -> np.ndarray:
+    """Pixels whose centre lies in {d : d' C^-1 d <= k2} around (x, y); at least the pixel holding (x, y)."""
+    mask = np.zeros((size, size), bool)
+    reach_x, reach_y = np.sqrt(k2 * cxx), np.sqrt(k2 * cyy)
+    cols = np.arange(max(int(x - reach_x), 0), min(int(x + reach_x) + 1, size))
+    rows = np.arange(max(int(y - reach_y), 0), min(int(y + reach_y) + 1, size))
+    dx, dy = cols[None, :] + 0.5 - x, rows[:, None] + 0.5 - y
+    q = (cyy * dx**2 - 2 * cxy * dx * dy + cxx * dy**2) / (cxx * cyy - cxy**2)
+    if rows.size and cols.size:
+        mask[np.ix_(rows, cols)] = q <= k2
+    mask[min(max(int(y), 0), size - 1), min(max(int(x), 0), size - 1)] = True
+    return mask
 
 
 # ----------------------------------------------------------------------------- building blocks

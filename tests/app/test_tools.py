@@ -47,6 +47,18 @@ def test_detect_sources_reports_pixels_sky_and_draws_the_boxes(runner):
     assert len(stricter) < len(detections)
 
 
+def test_detect_sources_tiles_a_wide_optical_picture(runner, tmp_path):
+    from skimage.data import hubble_deep_field
+
+    Image.fromarray(hubble_deep_field()).save(tmp_path / "hdf.png")  # 872 x 1000 8-bit RGB: 20 tiles
+    image = ChatImage.read(tmp_path / "hdf.png")
+    output = runner.run("detect_sources", {"min_score": 0.5}, [image])
+    assert output.ok and "optical" in output.result["detector"]
+    detections = output.result["detections"]
+    assert len(detections) >= 20 and {d["label"] for d in detections} <= {"galaxy", "lens", "star"}
+    assert max(d["box"][2] for d in detections) > 800 and max(d["box"][3] for d in detections) > 700
+
+
 def test_image_stats_measures_the_image_and_its_sky_centre(runner):
     data = point_field()
     image = ChatImage(AstroImage(data, ("I",)))

@@ -2,6 +2,7 @@
 forward and backward pass, save/load, the shipped detectors' quality, and the `astrovlm detect` command."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from vlm.heads.detect import (
     Detector,
     DetectorConfig,
     build_detector,
+    domain_config,
     image_tensor,
     tile_origins,
 )
@@ -33,10 +35,11 @@ def test_every_symmetry_moves_the_boxes_with_the_pixels(k):
     pixels = torch.zeros(3, 40, 60)
     pixels[:, 5:12, 30:52] = 1.0  # rows 5-11, columns 30-51
     boxes = torch.tensor([[30.0, 5.0, 52.0, 12.0]])
-    turned, turned_boxes = dihedral(pixels, boxes, k)
+    turned, turned_boxes, turned_masks = dihedral(pixels, boxes, k, pixels[:1].clone())
     rows, cols = torch.nonzero(turned[0], as_tuple=True)
     lit = [cols.min().item(), rows.min().item(), cols.max().item() + 1, rows.max().item() + 1]
     assert turned_boxes[0].tolist() == lit
+    assert torch.equal(turned_masks[0], turned[0])  # masks turn with the pixels
 
 
 @pytest.mark.parametrize("length", [64, 256, 300, 1000, 1111])
@@ -54,6 +57,16 @@ def test_simulated_fields_are_reproducible_split_and_boxed_inside_the_field():
         assert field.labels.min() >= 1 and field.labels.max() <= len(classes)
         assert (field.boxes[:, :2] >= 0).all() and (field.boxes[:, 2:] <= size).all()
         assert (field.boxes[:, 2:] - field.boxes[:, :2] >= 2).all()
+        if domain == "radio":  # one instance mask per box, inside it
+            assert field.masks.shape == (len(field.boxes), size, size)
+            for mask, (x0, y0, x1, y1) in zip(field.masks, field.boxes, strict=True):
+                rows, cols = np.nonzero(mask)
+                assert (
+                    cols.min() >= x0 - 1
+                    and cols.max() < x1 + 1
+                    and rows.min() >= y0 - 1
+                    and rows.max() < y1 + 1
+                )
         assert np.array_equal(simulate_field(domain, 3).picture, field.picture)
         assert not np.array_equal(simulate_field(domain, 3, "test").picture, field.picture)
     with pytest.raises(ValueError, match="unknown detection domain"):
@@ -79,6 +92,20 @@ def test_each_backbone_trains_its_heads_and_detects(backbone):
     assert (
         out["boxes"].shape[1] == 4 and (out["boxes"][:, 2] <= 140).all() and (out["boxes"][:, 3] <= 100).all()
     )
+
+
+def test_mask_rcnn_learns_masks_and_is_scored_on_them_too():
+    fields = simulate_fields("radio", 4, progress=False)
+    config = DetectorConfig(arch="mask")
+    detector = train_detector(config, fields, TrainConfig(steps=2, batch_size=2, warmup=1), progress=False)
+    scores = evaluate(detector, fields[:2], progress=False)
+    assert {"map_50", "mask_map_50", "mask_map"} <= set(scores)
+    assert detector.detect(fields[0].picture, min_score=0.0)  # boxes as from Faster R-CNN
+    optical = simulate_fields("optical", 1, progress=False)
+    with pytest.raises(ValueError, match="instance masks"):
+        train_detector(
+            replace(domain_config("optical"), arch="mask"), optical, TrainConfig(steps=1), progress=False
+        )
 
 
 def test_a_saved_detector_holds_only_its_heads_and_reloads_to_the_same_boxes(tmp_path):
@@ -149,3 +176,39 @@ def test_the_detect_command_draws_boxes_and_explains_bad_input(tmp_path, capsys)
     assert "broken.fits" in capsys.readouterr().err
     assert main(["detect", "train"]) == 2
     assert "--out" in capsys.readouterr().err
+
+
+def test_the_report_scores_the_shipped_detectors_and_resumes_the_comparison(tmp_path, monkeypatch):
+    import vlm.heads.detect_report as report
+
+    monkeypatch.setattr(report, "COMPARISON_SIZES", (3,))
+    monkeypatch.setattr(report, "COMPARISON_STEPS", {3: 1})
+    runs = [(backbone, "faster", 3) for backbone in BACKBONES] + [("lvm", "mask", 3)]
+    monkeypatch.setattr(report, "COMPARISON_RUNS", runs)
+    monkeypatch.setattr(report, "RUNS_DIR", tmp_path / "runs")
+    written = report.write_report(tmp_path / "report", compare=True, n_test=3, progress=False)
+    assert {p.name for p in written} == {"table.md", "shipped.json", "examples.png", "comparison.png"}
+    table = (tmp_path / "report" / "table.md").read_text()
+    assert all(f"| {backbone} | Faster R-CNN | 3 | 1 |" in table for backbone in BACKBONES)
+    assert "| lvm | Mask R-CNN | 3 | 1 |" in table
+    shipped = json.loads((tmp_path / "report" / "shipped.json").read_text())
+    assert set(shipped) == {"radio", "optical"} and all(s["seconds_per_256"] > 0 for s in shipped.values())
+    saved = (tmp_path / "report" / "comparison.json").read_text()
+    report.write_report(tmp_path / "report", n_test=3, progress=False)  # no --compare: the recorded table
+    assert (tmp_path / "report" / "comparison.json").read_text() == saved
+    assert "| lvm | Mask R-CNN | 3 | 1 |" in (tmp_path / "report" / "table.md").read_text()
+
+
+def test_a_fits_with_nan_inf_and_an_odd_shape_still_gets_its_source_found(tmp_path, capsys):
+    from astropy.io import fits
+
+    data = np.random.default_rng(0).normal(size=(300, 201)).astype(np.float32)
+    data[10:50, 10:50] = np.nan  # a blanked region
+    data[100, 100] = np.inf
+    yy, xx = np.mgrid[:300, :201]
+    data += 60 * np.exp(-((xx - 150) ** 2 + (yy - 220) ** 2) / (2 * 2.0**2))  # one compact source
+    fits.writeto(tmp_path / "holes.fits", data)
+    assert main(["detect", str(tmp_path / "holes.fits"), "--out", str(tmp_path / "b.png"), "--json"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    y = 300 - 1 - 220  # FITS row 0 is the bottom; boxes are in picture pixels, row 0 at the top
+    assert any(d["box"][0] <= 150 <= d["box"][2] and d["box"][1] <= y <= d["box"][3] for d in found)

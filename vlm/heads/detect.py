@@ -33,9 +33,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torchvision.models import resnet50
-from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection import FasterRCNN, MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.models.feature_extraction import create_feature_extractor
 from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign, batched_nms
@@ -45,6 +46,7 @@ from tqdm import tqdm
 from vlm.lvm.model import LVM
 
 BACKBONES = ("lvm", "resnet50", "efficientnet-lite0")
+ARCHS = ("faster", "mask")  # Faster R-CNN (boxes) or Mask R-CNN (boxes + instance masks)
 RADIO_CLASSES = ("compact", "extended", "diffuse")
 OPTICAL_CLASSES = ("galaxy", "lens", "star")
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
@@ -58,6 +60,7 @@ class DetectorConfig:
     """Defaults are the shipped radio detector's."""
 
     backbone: str = "lvm"
+    arch: str = "faster"
     classes: tuple[str, ...] = RADIO_CLASSES
     lvm: str = "shipped"  # "shipped" (vlm/weights/lvm-small) or a folder saved by LVM.save
     fpn_channels: int = 64
@@ -73,6 +76,8 @@ class DetectorConfig:
     def __post_init__(self):
         if self.backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {self.backbone!r}; valid: {BACKBONES}")
+        if self.arch not in ARCHS:
+            raise ValueError(f"unknown detector architecture {self.arch!r}; valid: {ARCHS}")
         self.classes = tuple(self.classes)
         if not self.classes or len(set(self.classes)) != len(self.classes):
             raise ValueError(f"classes must be distinct names, got {self.classes!r}")
@@ -215,15 +220,15 @@ class UnresizedTransform(GeneralizedRCNNTransform):
 
 
 def build_detector(config: DetectorConfig, lvm: LVM | None = None) -> FasterRCNN:
+    """Faster R-CNN, or Mask R-CNN (a subclass: the same heads plus a mask branch), on the backbone."""
     backbone = build_backbone(config, lvm)
     levels = [*map(str, range(len(STRIDES))), "pool"]
-    width = config.fpn_channels
-    model = FasterRCNN(
-        backbone,
+    width, classes = config.fpn_channels, len(config.classes) + 1
+    heads = dict(
         rpn_anchor_generator=AnchorGenerator(config.anchor_sizes, (config.aspect_ratios,) * len(levels)),
         box_roi_pool=MultiScaleRoIAlign(levels[:-1], output_size=7, sampling_ratio=2),
         box_head=TwoMLPHead(width * 7 * 7, config.representation_size),
-        box_predictor=FastRCNNPredictor(config.representation_size, len(config.classes) + 1),
+        box_predictor=FastRCNNPredictor(config.representation_size, classes),
         box_detections_per_img=config.max_detections,
         box_score_thresh=config.score_threshold,
         # a 128-256 px field holds tens of sources, not the hundreds of a COCO photo's proposals
@@ -233,6 +238,16 @@ def build_detector(config: DetectorConfig, lvm: LVM | None = None) -> FasterRCNN
         rpn_post_nms_top_n_test=500,
         box_batch_size_per_image=128,
     )
+    if config.arch == "mask":
+        model = MaskRCNN(
+            backbone,
+            mask_roi_pool=MultiScaleRoIAlign(levels[:-1], output_size=14, sampling_ratio=2),
+            mask_head=MaskRCNNHeads(width, (width,) * 4, dilation=1),
+            mask_predictor=MaskRCNNPredictor(width, width, classes),
+            **heads,
+        )
+    else:
+        model = FasterRCNN(backbone, **heads)
     model.transform = UnresizedTransform(
         min_size=config.tile,
         max_size=config.tile,
@@ -331,7 +346,7 @@ class Detector:
         return "\n".join([
             f"# {name}",
             "",
-            f"torchvision Faster R-CNN finding {', '.join(c.classes)} sources in {domain} images: an FPN "
+            f"torchvision {'Mask' if c.arch == 'mask' else 'Faster'} R-CNN finding {', '.join(c.classes)} sources in {domain} images: an FPN "
             f"({c.fpn_channels} channels, strides 4-32) over the {c.backbone} backbone ({frozen}), RPN and "
             f"RoI heads ({c.representation_size}-wide). Trained on {training.get('train_fields')} simulated "
             f"{domain} fields (vlm.heads.detect_data, train stream) for {training.get('train', {}).get('steps')} "

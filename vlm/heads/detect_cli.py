@@ -1,7 +1,7 @@
 """`astrovlm detect`: find sources in an image, train a detector, or write the detection report.
 
     astrovlm detect IMAGE [--detector auto|radio|optical|DIR] [--out boxes.png] [--min-score 0.5] [--json]
-    astrovlm detect train --domain radio [--backbone lvm] [--train-fields 1000] [--steps 600] --out DIR
+    astrovlm detect train --domain radio [--backbone lvm] [--arch faster|mask] [--train-fields 1000] --out DIR
     astrovlm detect report [--out docs/detect-report] [--compare]
 
 IMAGE is anything the chat reads (FITS, PNG, JPEG, TIFF, NPY). `auto` picks the radio detector for one
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 ACTIONS = ("train", "report")
@@ -37,6 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train = detect.add_argument_group("detect train")
     train.add_argument("--domain", choices=("radio", "optical"), default="radio")
     train.add_argument("--backbone", choices=("lvm", "resnet50", "efficientnet-lite0"), default="lvm")
+    train.add_argument(
+        "--arch", choices=("faster", "mask"), default="faster", help="Faster or Mask R-CNN (radio)"
+    )
     train.add_argument("--train-fields", type=int, default=1000)
     train.add_argument("--test-fields", type=int, default=200)
     train.add_argument("--steps", type=int, default=600)
@@ -100,7 +104,7 @@ def train(args) -> None:
         )
     if args.train_fields < 1 or args.test_fields < 1:
         raise ValueError("--train-fields and --test-fields must be >= 1")
-    config = domain_config(args.domain, args.backbone)
+    config = replace(domain_config(args.domain, args.backbone), arch=args.arch)
     fields = simulate_fields(args.domain, args.train_fields, "train")
     schedule = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr)
     detector = train_detector(config, fields, schedule)

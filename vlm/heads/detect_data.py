@@ -21,8 +21,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from tqdm import tqdm
 
-from data_builders.families import get_family
-from data_builders.sim import optical
+from data_builders.sim import optical, radio
 from data_builders.stretch import render_rgb
 from vlm.heads.detect import OPTICAL_CLASSES, RADIO_CLASSES
 
@@ -69,6 +68,7 @@ class Field:
     picture: np.ndarray  # (H, W, 3) uint8
     boxes: np.ndarray  # (n, 4) float32 x0, y0, x1, y1
     labels: np.ndarray  # (n,) int64, 1-based indices into the domain's classes (0 is background)
+    masks: np.ndarray | None = None  # (n, H, W) uint8 instance masks (radio), for Mask R-CNN
 
 
 def simulate_field(
@@ -79,22 +79,30 @@ def simulate_field(
         raise ValueError(f"unknown detection domain {domain!r}; valid: {list(DOMAINS)}")
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; valid: {list(SPLITS)}")
-    family_name, default_size, classes, class_of = DOMAINS[domain]
+    _, default_size, classes, class_of = DOMAINS[domain]
     size = size or default_size
     rng = np.random.default_rng([seed, SPLITS[split], index])
     if domain == "optical":
         record = optical.sample_field(rng, size, f"{split}-{index}", lens_rich_config())
-    else:
-        record = get_family(family_name).simulate(rng, size, f"{split}-{index}")
-    kept = [
-        b
-        for b in record.boxes
+        image, bands, boxes, regions = record.image, record.bands, record.boxes, None
+    else:  # radio-b1's simulator (family.simulate) taken apart, to keep each source's mask as well
+        scene = radio.draw_b1(rng, size)
+        rendered = radio.render_field(scene.sources, scene.size, scene.beam, scene.rms, rng, masks=True)
+        image, bands, boxes, regions = rendered.image, ("I",), rendered.boxes, rendered.masks
+    keep = [
+        i
+        for i, b in enumerate(boxes)
         if b.label in class_of and b.x1 - b.x0 >= MIN_BOX_SIDE and b.y1 - b.y0 >= MIN_BOX_SIDE
     ]
     return Field(
-        picture=render_rgb(record.image, record.domain, record.bands),
-        boxes=np.array([[b.x0, b.y0, b.x1, b.y1] for b in kept], np.float32).reshape(-1, 4),
-        labels=np.array([classes.index(class_of[b.label]) + 1 for b in kept], np.int64),
+        picture=render_rgb(image, domain, bands),
+        boxes=np.array(
+            [[boxes[i].x0, boxes[i].y0, boxes[i].x1, boxes[i].y1] for i in keep], np.float32
+        ).reshape(-1, 4),
+        labels=np.array([classes.index(class_of[boxes[i].label]) + 1 for i in keep], np.int64),
+        masks=None
+        if regions is None
+        else np.array([regions[i] for i in keep], np.uint8).reshape(-1, size, size),
     )
 
 

@@ -37,21 +37,23 @@ class TrainConfig:
             raise ValueError(f"steps and batch_size must be >= 1, lr > 0, warmup >= 0: {self}")
 
 
-def dihedral(pixels: torch.Tensor, boxes: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Element k (0-7) of the square's symmetry group applied to a (3, H, W) image and its (n, 4) boxes:
-    bit 0 mirrors x, bit 1 mirrors y, bit 2 swaps the axes."""
+def dihedral(
+    pixels: torch.Tensor, boxes: torch.Tensor, k: int, masks: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Element k (0-7) of the square's symmetry group applied to a (3, H, W) image, its (n, 4) boxes and
+    (n, H, W) masks: bit 0 mirrors x, bit 1 mirrors y, bit 2 swaps the axes."""
     height, width = pixels.shape[1:]
     boxes = boxes.clone()
     if k & 1:
-        pixels = pixels.flip(2)
+        pixels, masks = pixels.flip(2), None if masks is None else masks.flip(2)
         boxes[:, [0, 2]] = width - boxes[:, [2, 0]]
     if k & 2:
-        pixels = pixels.flip(1)
+        pixels, masks = pixels.flip(1), None if masks is None else masks.flip(1)
         boxes[:, [1, 3]] = height - boxes[:, [3, 1]]
     if k & 4:
-        pixels = pixels.transpose(1, 2)
+        pixels, masks = pixels.transpose(1, 2), None if masks is None else masks.transpose(1, 2)
         boxes = boxes[:, [1, 0, 3, 2]]
-    return pixels, boxes
+    return pixels, boxes, masks
 
 
 def _batches(count: int, batch_size: int, rng: np.random.Generator):
@@ -67,6 +69,10 @@ def train_detector(
     train = train or TrainConfig()
     if not fields:
         raise ValueError("no training fields")
+    if config.arch == "mask" and any(f.masks is None for f in fields):
+        raise ValueError(
+            "Mask R-CNN needs instance masks; of the simulated fields only the radio ones have them"
+        )
     torch.manual_seed(train.seed)
     rng = np.random.default_rng(train.seed)
     model = build_detector(config).train()
@@ -85,11 +91,15 @@ def train_detector(
     for _ in bar:
         images, targets = [], []
         for i in next(batches):
-            pixels, boxes = dihedral(
-                image_tensor(fields[i].picture), torch.from_numpy(fields[i].boxes), int(rng.integers(8))
+            f = fields[i]
+            masks = torch.from_numpy(f.masks) if config.arch == "mask" else None
+            pixels, boxes, masks = dihedral(
+                image_tensor(f.picture), torch.from_numpy(f.boxes), int(rng.integers(8)), masks
             )
             images.append(pixels)
-            targets.append({"boxes": boxes, "labels": torch.from_numpy(fields[i].labels)})
+            targets.append({"boxes": boxes, "labels": torch.from_numpy(f.labels)})
+            if masks is not None:
+                targets[-1]["masks"] = masks
         loss = sum(model(images, targets).values())
         if not torch.isfinite(loss):
             raise FloatingPointError(f"the detector's loss became {loss.item()}; lower the learning rate")
@@ -111,16 +121,22 @@ def train_detector(
 
 @torch.inference_mode()
 def evaluate(detector: Detector, fields: list[Field], batch_size: int = 8, progress: bool = True) -> dict:
-    """COCO box metrics over the fields: map_50, map (IoU .5:.95) and ap_50 per class."""
+    """COCO box metrics over the fields: map_50, map (IoU .5:.95) and ap_50 per class; for Mask R-CNN on
+    fields with masks also mask_map_50 and mask_map."""
     from torchmetrics.detection import MeanAveragePrecision
 
-    def coco_metric(**kwargs) -> MeanAveragePrecision:
-        metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", **kwargs)
+    def coco_metric(iou_type: str = "bbox", **kwargs) -> MeanAveragePrecision:
+        metric = MeanAveragePrecision(box_format="xyxy", iou_type=iou_type, **kwargs)
         metric.warn_on_many_detections = False  # COCO keeps the best 100 per image, as it should
         return metric
 
     # per-class figures are AP over the metric's IoU thresholds, so AP@50 per class needs its own metric
     overall, at_50 = coco_metric(), coco_metric(class_metrics=True, iou_thresholds=[0.5])
+    segm = (
+        coco_metric(iou_type="segm")
+        if detector.config.arch == "mask" and fields[0].masks is not None
+        else None
+    )
     model = detector.model.eval()
     started = time.perf_counter()
     for start in tqdm(range(0, len(fields), batch_size), desc="scoring", disable=not progress, leave=False):
@@ -130,6 +146,11 @@ def evaluate(detector: Detector, fields: list[Field], batch_size: int = 8, progr
         truth = [{"boxes": torch.from_numpy(f.boxes), "labels": torch.from_numpy(f.labels)} for f in chunk]
         overall.update(predicted, truth)
         at_50.update(predicted, truth)
+        if segm is not None:  # masks come as (n, 1, H, W) probabilities
+            segm.update(
+                [{**p, "masks": out["masks"][:, 0] > 0.5} for p, out in zip(predicted, outputs, strict=True)],
+                [{**t, "masks": torch.from_numpy(f.masks).bool()} for t, f in zip(truth, chunk, strict=True)],
+            )
     seconds = time.perf_counter() - started
     result, result_50 = overall.compute(), at_50.compute()
     per_class = {
@@ -138,10 +159,17 @@ def evaluate(detector: Detector, fields: list[Field], batch_size: int = 8, progr
             result_50["classes"].reshape(-1), result_50["map_per_class"].reshape(-1), strict=True
         )
     }
-    return {
+    scores = {
         "fields": len(fields),
         "map_50": round(float(result["map_50"]), 4),
         "map": round(float(result["map"]), 4),
         "ap_50": per_class,
         "seconds_per_field": round(seconds / max(1, len(fields)), 4),
     }
+    if segm is not None:
+        masks = segm.compute()
+        scores["mask_map_50"], scores["mask_map"] = (
+            round(float(masks["map_50"]), 4),
+            round(float(masks["map"]), 4),
+        )
+    return scores
