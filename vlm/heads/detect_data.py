@@ -33,18 +33,8 @@ RADIO_CLASS_OF = {
 OPTICAL_CLASS_OF = {
     "lens": "lens",
     "star": "star",
-    **dict.fromkeys(
-        (
-            "smooth_round",
-            "smooth_cigar",
-            "edge_on_disk",
-            "unbarred_spiral",
-            "barred_spiral",
-            "merger",
-            "lsbg",
-        ),
-        "galaxy",
-    ),
+    # every other galaxy morphology; artefacts (trails, ghosts) are not sources
+    **{c: "galaxy" for c in optical.SOURCE_CLASSES if c not in ("lens", "star", "artefact")},
 }
 DOMAINS = {  # domain -> (family, field size, classes, simulator label -> class)
     "radio": ("radio-b1", 128, RADIO_CLASSES, RADIO_CLASS_OF),
