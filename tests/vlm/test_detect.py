@@ -80,6 +80,9 @@ def test_each_backbone_trains_its_heads_and_detects(backbone):
     model = build_detector(config).train()
     body = list(model.backbone.body.parameters())
     assert all(not p.requires_grad for p in body) == config.frozen_backbone
+    if backbone != "resnet50":  # a pretrained backbone trains only when fine-tuned
+        tuned = build_detector(replace(config, finetune=True)).backbone.body
+        assert any(p.requires_grad for p in tuned.parameters())  # (the LVM decoder never trains)
     fields = simulate_fields("radio", 2, progress=False)
     images = [image_tensor(f.picture) for f in fields]
     targets = [{"boxes": torch.from_numpy(f.boxes), "labels": torch.from_numpy(f.labels)} for f in fields]
@@ -183,20 +186,24 @@ def test_the_report_scores_the_shipped_detectors_and_resumes_the_comparison(tmp_
 
     monkeypatch.setattr(report, "COMPARISON_SIZES", (3,))
     monkeypatch.setattr(report, "COMPARISON_STEPS", {3: 1})
-    runs = [(backbone, "faster", 3) for backbone in BACKBONES] + [("lvm", "mask", 3)]
+    runs = [report.Run(b, 3) for b in BACKBONES] + [
+        report.Run("lvm", 3, "mask"),
+        report.Run("lvm", 3, finetune=True),
+    ]
     monkeypatch.setattr(report, "COMPARISON_RUNS", runs)
     monkeypatch.setattr(report, "RUNS_DIR", tmp_path / "runs")
     written = report.write_report(tmp_path / "report", compare=True, n_test=3, progress=False)
     assert {p.name for p in written} == {"table.md", "shipped.json", "examples.png", "comparison.png"}
     table = (tmp_path / "report" / "table.md").read_text()
-    assert all(f"| {backbone} | Faster R-CNN | 3 | 1 |" in table for backbone in BACKBONES)
-    assert "| lvm | Mask R-CNN | 3 | 1 |" in table
+    for row in ("lvm | frozen | Faster", "efficientnet-lite0 | frozen | Faster", "resnet50 | trained | Faster",
+                "lvm | frozen | Mask", "lvm | trained | Faster"):  # fmt: skip
+        assert f"| {row} R-CNN | 3 | 1 |" in table
     shipped = json.loads((tmp_path / "report" / "shipped.json").read_text())
     assert set(shipped) == {"radio", "optical"} and all(s["seconds_per_256"] > 0 for s in shipped.values())
     saved = (tmp_path / "report" / "comparison.json").read_text()
     report.write_report(tmp_path / "report", n_test=3, progress=False)  # no --compare: the recorded table
     assert (tmp_path / "report" / "comparison.json").read_text() == saved
-    assert "| lvm | Mask R-CNN | 3 | 1 |" in (tmp_path / "report" / "table.md").read_text()
+    assert "| lvm | trained | Faster R-CNN | 3 | 1 |" in (tmp_path / "report" / "table.md").read_text()
 
 
 def test_a_fits_with_nan_inf_and_an_odd_shape_still_gets_its_source_found(tmp_path, capsys):
@@ -212,3 +219,24 @@ def test_a_fits_with_nan_inf_and_an_odd_shape_still_gets_its_source_found(tmp_pa
     found = json.loads(capsys.readouterr().out)
     y = 300 - 1 - 220  # FITS row 0 is the bottom; boxes are in picture pixels, row 0 at the top
     assert any(d["box"][0] <= 150 <= d["box"][2] and d["box"][1] <= y <= d["box"][3] for d in found)
+
+
+def test_a_fine_tuned_lvm_detector_keeps_its_own_encoder_and_leaves_a_shared_one_alone(tmp_path):
+    from vlm.lvm.shipped import load_default
+
+    fields = simulate_fields("radio", 2, progress=False)
+    config = replace(domain_config("radio"), finetune=True)
+    schedule = TrainConfig(steps=2, batch_size=2, warmup=1, lr=1e-2, backbone_lr_scale=1.0)
+    detector = train_detector(config, fields, schedule, progress=False)
+    detector.save(tmp_path, half=False)
+    shared = load_default()
+    before = {k: v.clone() for k, v in shared.state_dict().items()}
+    again = Detector.load(tmp_path, lvm=shared)
+    assert all(torch.equal(v, shared.state_dict()[k]) for k, v in before.items())  # untouched
+    tuned = again.model.backbone.body.lvm.patch_embed.weight
+    assert not torch.equal(tuned, shared.patch_embed.weight)  # its own, trained encoder
+    np.testing.assert_allclose(
+        [d.box for d in detector.detect(fields[0].picture, min_score=0.0)],
+        [d.box for d in again.detect(fields[0].picture, min_score=0.0)],
+        atol=1e-4,
+    )

@@ -61,6 +61,7 @@ class DetectorConfig:
 
     backbone: str = "lvm"
     arch: str = "faster"
+    finetune: bool = False  # train a pretrained backbone (LVM, EfficientNet) with the heads
     classes: tuple[str, ...] = RADIO_CLASSES
     lvm: str = "shipped"  # "shipped" (vlm/weights/lvm-small) or a folder saved by LVM.save
     fpn_channels: int = 64
@@ -92,8 +93,8 @@ class DetectorConfig:
 
     @property
     def frozen_backbone(self) -> bool:
-        """Pretrained backbones stay frozen; a backbone without weights must learn."""
-        return self.backbone != "resnet50"
+        """Pretrained backbones stay frozen unless fine-tuned; a backbone without weights must learn."""
+        return self.backbone != "resnet50" and not self.finetune
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -125,6 +126,8 @@ class LVMBody(nn.Module):
         if len(lvm.config.depths) != len(STRIDES) or lvm.config.patch_size != STRIDES[0]:
             raise ValueError(f"the detector needs an LVM with {len(STRIDES)} stages and 4 px patches")
         self.lvm = lvm
+        for unused in (lvm.ups, lvm.skips, lvm.decoder, lvm.final_expand, lvm.head):
+            unused.requires_grad_(False)  # the decoder: not run, so never trained nor saved with a detector
         self.channels = list(lvm.feature_dims)
         self.multiple = lvm.config.size_multiple
 
@@ -259,11 +262,13 @@ def build_detector(config: DetectorConfig, lvm: LVM | None = None) -> FasterRCNN
 
 
 def trainable_state(model: FasterRCNN, config: DetectorConfig) -> dict[str, torch.Tensor]:
-    """What a checkpoint holds: everything but a frozen backbone (the LVM ships on its own)."""
+    """What a checkpoint holds: everything but a frozen backbone (the LVM ships on its own) and, of a
+    trained one, the parameters it does not train (the LVM's decoder)."""
+    fixed = {f"backbone.body.{k}" for k, p in model.backbone.body.named_parameters() if not p.requires_grad}
     state = model.state_dict()
     if config.frozen_backbone:
         state = {k: v for k, v in state.items() if not k.startswith("backbone.body.")}
-    return {k: v.contiguous() for k, v in state.items()}
+    return {k: v.contiguous() for k, v in state.items() if k not in fixed}
 
 
 @dataclass
@@ -310,15 +315,18 @@ class Detector:
         if not (directory / WEIGHTS_FILE).is_file():
             raise FileNotFoundError(f"no detector in {directory} (expected {WEIGHTS_FILE} and {CONFIG_FILE})")
         config = DetectorConfig.from_dict(json.loads((directory / CONFIG_FILE).read_text()))
-        model = build_detector(config, lvm if config.backbone == "lvm" else None)
+        # a fine-tuned LVM has weights of its own: loading them into a shared encoder would change it
+        shared = lvm if config.backbone == "lvm" and config.frozen_backbone else None
+        model = build_detector(config, shared)
         state = {k: v.float() for k, v in load_file(directory / WEIGHTS_FILE).items()}
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        missing = [k for k in missing if not (config.frozen_backbone and k.startswith("backbone.body."))]
+        expected = set(trainable_state(model, config))
+        missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
         if missing or unexpected:
             raise ValueError(
                 f"{directory / WEIGHTS_FILE} does not fit its config: missing {missing[:3]}, "
                 f"unexpected {unexpected[:3]}"
             )
+        model.load_state_dict(state, strict=False)
         metrics_file = directory / "metrics.json"
         metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
         return cls(model.eval(), config, metrics)

@@ -41,6 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument(
         "--arch", choices=("faster", "mask"), default="faster", help="Faster or Mask R-CNN (radio)"
     )
+    train.add_argument("--finetune", action="store_true", help="train the pretrained backbone too")
     train.add_argument("--train-fields", type=int, default=1000)
     train.add_argument("--test-fields", type=int, default=200)
     train.add_argument("--steps", type=int, default=600)
@@ -104,7 +105,7 @@ def train(args) -> None:
         )
     if args.train_fields < 1 or args.test_fields < 1:
         raise ValueError("--train-fields and --test-fields must be >= 1")
-    config = replace(domain_config(args.domain, args.backbone), arch=args.arch)
+    config = replace(domain_config(args.domain, args.backbone), arch=args.arch, finetune=args.finetune)
     fields = simulate_fields(args.domain, args.train_fields, "train")
     schedule = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr)
     detector = train_detector(config, fields, schedule)

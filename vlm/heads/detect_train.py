@@ -31,6 +31,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     warmup: int = 50
     seed: int = 0
+    backbone_lr_scale: float = 0.1  # a fine-tuned pretrained backbone moves slower than the new heads
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1 or not self.lr > 0 or self.warmup < 0:
@@ -77,7 +78,12 @@ def train_detector(
     rng = np.random.default_rng(train.seed)
     model = build_detector(config).train()
     params = [p for p in model.parameters() if p.requires_grad]
-    optimiser = torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
+    pretrained = {id(p) for p in model.backbone.body.parameters()} if config.finetune else set()
+    groups = [
+        {"params": [p for p in params if id(p) not in pretrained], "lr": train.lr},
+        {"params": [p for p in params if id(p) in pretrained], "lr": train.lr * train.backbone_lr_scale},
+    ]
+    optimiser = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=train.weight_decay)
 
     def schedule(step: int) -> float:
         if step < train.warmup:
