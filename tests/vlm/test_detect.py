@@ -134,14 +134,14 @@ def test_a_saved_detector_holds_only_its_heads_and_reloads_to_the_same_boxes(tmp
 
 def test_the_shipped_radio_detector_finds_the_simulated_sources(radio_detector):
     scores = evaluate(radio_detector, simulate_fields("radio", 24, "test", progress=False), progress=False)
-    assert scores["map_50"] >= 0.5, scores
+    assert scores["map_50"] >= 0.45, scores  # 0.64 measured on these 24 fields, 0.53 on 200
     assert set(scores["ap_50"]) <= set(RADIO_CLASSES)
 
 
 def test_the_shipped_optical_detector_finds_lenses():
     detector = Detector.load("optical")
     scores = evaluate(detector, simulate_fields("optical", 16, "test", progress=False), progress=False)
-    assert scores["map_50"] >= 0.4 and scores["ap_50"]["lens"] >= 0.4, scores
+    assert scores["map_50"] >= 0.55 and scores["ap_50"]["lens"] >= 0.6, scores  # measured 0.78, 0.95
 
 
 def test_a_wide_field_is_tiled_into_one_set_of_boxes_in_image_coordinates(radio_detector):
@@ -193,17 +193,17 @@ def test_the_report_scores_the_shipped_detectors_and_resumes_the_comparison(tmp_
     monkeypatch.setattr(report, "COMPARISON_RUNS", runs)
     monkeypatch.setattr(report, "RUNS_DIR", tmp_path / "runs")
     written = report.write_report(tmp_path / "report", compare=True, n_test=3, progress=False)
-    assert {p.name for p in written} == {"table.md", "shipped.json", "examples.png", "comparison.png"}
+    assert {p.name for p in written} == {"table.md", "shipped.json", "examples.jpg", "comparison.png"}
     table = (tmp_path / "report" / "table.md").read_text()
     for row in ("lvm | frozen | Faster", "efficientnet-lite0 | frozen | Faster", "resnet50 | trained | Faster",
-                "lvm | frozen | Mask", "lvm | trained | Faster"):  # fmt: skip
+                "lvm | frozen | Mask", "lvm | fine-tuned | Faster"):  # fmt: skip
         assert f"| {row} R-CNN | 3 | 1 |" in table
     shipped = json.loads((tmp_path / "report" / "shipped.json").read_text())
     assert set(shipped) == {"radio", "optical"} and all(s["seconds_per_256"] > 0 for s in shipped.values())
     saved = (tmp_path / "report" / "comparison.json").read_text()
     report.write_report(tmp_path / "report", n_test=3, progress=False)  # no --compare: the recorded table
     assert (tmp_path / "report" / "comparison.json").read_text() == saved
-    assert "| lvm | trained | Faster R-CNN | 3 | 1 |" in (tmp_path / "report" / "table.md").read_text()
+    assert "| lvm | fine-tuned | Faster R-CNN | 3 | 1 |" in (tmp_path / "report" / "table.md").read_text()
 
 
 def test_a_fits_with_nan_inf_and_an_odd_shape_still_gets_its_source_found(tmp_path, capsys):

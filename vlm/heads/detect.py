@@ -360,7 +360,8 @@ class Detector:
             f"{domain} fields (vlm.heads.detect_data, train stream) for {training.get('train', {}).get('steps')} "
             f"steps in {training.get('train_seconds')} s on the CPU.",
             "",
-            f"Made by `astrovlm detect train --domain {domain} --backbone {c.backbone} --train-fields "
+            f"Made by `astrovlm detect train --domain {domain} --backbone {c.backbone}"
+            f"{' --finetune' if c.finetune else ''}{' --arch mask' if c.arch == 'mask' else ''} --train-fields "
             f"{training.get('train_fields')} --steps {training.get('train', {}).get('steps')} --batch-size "
             f"{training.get('train', {}).get('batch_size')} --out DIR`.",
             "",

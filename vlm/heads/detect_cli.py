@@ -48,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--batch-size", type=int, default=8)
     train.add_argument("--lr", type=float, default=1e-3)
     report = detect.add_argument_group("detect report")
-    report.add_argument("--compare", action="store_true", help="retrain the backbone comparison (~1 h)")
+    report.add_argument("--compare", action="store_true", help="retrain the backbone comparison (~2 h)")
     detect.set_defaults(func=run)
 
 
