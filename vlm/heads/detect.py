@@ -12,7 +12,7 @@ Seed 000 section 4.2 (lenses in wide optical fields, LVM vs ResNet-50 backbones)
 Every backbone hands the same pyramid to the same heads: feature maps at strides 4, 8 and 16 (the
 LVM's three encoder stages; ResNet-50's layer1-3; EfficientNet-Lite0's blocks 2, 4 and 10), a
 torchvision FeaturePyramidNetwork with an extra max-pooled level at stride 32, then the RPN and the
-RoI box head. Only the heads differ in nothing but their input widths, so a comparison of backbones
+RoI box head. The heads differ only in their input widths, so a comparison of backbones
 is a comparison of features. The pretrained backbones (LVM, EfficientNet-Lite0) are frozen, as in seed
 002's first experiment; ResNet-50 has no weights (`weights=None`) and trains with the heads.
 
@@ -51,7 +51,6 @@ RADIO_CLASSES = ("compact", "extended", "diffuse")
 OPTICAL_CLASSES = ("galaxy", "lens", "star")
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 WEIGHTS_FILE, CONFIG_FILE = "detector.safetensors", "config.json"
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 STRIDES = (4, 8, 16)  # the pyramid every backbone hands over; the FPN adds a max-pooled 32
 
 
@@ -170,12 +169,11 @@ def resnet50_body() -> nn.Module:
 class PyramidBackbone(nn.Module):
     """body -> normalise -> FPN; `out_channels` as torchvision's detectors expect."""
 
-    def __init__(self, body: nn.Module, fpn_channels: int, imagenet_input: bool, frozen: bool):
+    def __init__(self, body: nn.Module, fpn_channels: int, mean: tuple, std: tuple, frozen: bool):
         super().__init__()
         self.body, self.frozen = body, frozen
         self.fpn = FeaturePyramidNetwork(body.channels, fpn_channels, extra_blocks=LastLevelMaxPool())
         self.out_channels = fpn_channels
-        mean, std = (IMAGENET_MEAN, IMAGENET_STD) if imagenet_input else ((0.0,) * 3, (1.0,) * 3)
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         if frozen:
@@ -199,17 +197,18 @@ class PyramidBackbone(nn.Module):
 
 def build_backbone(config: DetectorConfig, lvm: LVM | None = None) -> PyramidBackbone:
     """`lvm`: an already loaded encoder to share (it stays frozen) instead of loading config.lvm."""
-    if config.backbone == "lvm":
+    if config.backbone == "lvm":  # the LVM reads pictures in [0, 1] as they are
         from vlm.lvm.shipped import load_default
 
         if lvm is None:
             lvm = load_default() if config.lvm == "shipped" else LVM.load(config.lvm).float().eval()
-        body = LVMBody(lvm)
-    elif config.backbone == "efficientnet-lite0":
-        body = EfficientNetBody()
-    else:
-        body = resnet50_body()
-    return PyramidBackbone(body, config.fpn_channels, config.backbone != "lvm", config.frozen_backbone)
+        return PyramidBackbone(
+            LVMBody(lvm), config.fpn_channels, (0.0,) * 3, (1.0,) * 3, config.frozen_backbone
+        )
+    from vlm.lvm.fewshot import IMAGENET_MEAN, IMAGENET_STD
+
+    body = EfficientNetBody() if config.backbone == "efficientnet-lite0" else resnet50_body()
+    return PyramidBackbone(body, config.fpn_channels, IMAGENET_MEAN, IMAGENET_STD, config.frozen_backbone)
 
 
 # ----------------------------------------------------------------------------- the detector

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -73,11 +74,8 @@ def detect_image(args) -> None:
     if not 0.0 <= args.min_score <= 1.0:
         raise ValueError(f"--min-score must be in [0, 1], got {args.min_score}")
     image = read_image(args.target)
-    name = args.detector
-    if name == "auto":
-        name = "radio" if image.data.shape[0] == 1 else "optical"
-    detector = Detector.load(name)
     domain = "radio" if image.data.shape[0] == 1 else "optical"
+    detector = Detector.load(domain if args.detector == "auto" else args.detector)
     picture = render_rgb(image.data, domain, image.bands)
     detections = detector.detect(picture, min_score=args.min_score, progress=True)
     out = Path(args.out or f"{Path(args.target).stem}-boxes.png")
@@ -85,9 +83,7 @@ def detect_image(args) -> None:
     if args.json:
         print(json.dumps([d.to_dict() for d in detections], indent=1))
     else:
-        counts = {}
-        for d in detections:
-            counts[d.label] = counts.get(d.label, 0) + 1
+        counts = Counter(d.label for d in detections)
         summary = ", ".join(f"{n} {label}" for label, n in counts.items()) or "nothing"
         print(
             f"{len(detections)} detections ({summary}) with score >= {args.min_score}; boxes drawn to {out}"
