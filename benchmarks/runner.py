@@ -41,16 +41,21 @@ class RunConfig:
 
 
 class OptionScoring:
-    """The local model ranks the task's fixed answers by likelihood (Engine.score_options)."""
+    """The local model ranks the task's fixed answers by likelihood (Engine.score_options), a batch of
+    images at a time (they share the question, so their prompts stack without padding)."""
 
     name = "option-scoring"
+    batch_size = 16
 
     def __init__(self, engine):
         self.engine = engine
 
     def predict(self, task: Task, image: np.ndarray, order=None) -> tuple[str, dict]:
-        probs = self.engine.score_options([image], task.prompt(order), task.answers())
-        return task.read_answer(max(probs, key=probs.get)), {"probs": probs}
+        return self.predict_batch(task, [image], order)[0]
+
+    def predict_batch(self, task: Task, images: list[np.ndarray], order=None) -> list[tuple[str, dict]]:
+        batch = self.engine.score_options_batch(images, task.prompt(order), task.answers())
+        return [(task.read_answer(max(probs, key=probs.get)), {"probs": probs}) for probs in batch]
 
 
 class Generation:
@@ -225,19 +230,28 @@ def run_task(task: Task, backend, config: RunConfig, progress: bool = True) -> d
     if config.data is not None:
         settings["data"] = str(Path(config.data).resolve())
     done = resume_run(out, settings, config.n)
-    with open(out / PREDICTIONS, "a") as f:
-        images = itertools.islice(task_images(task, config), len(done), config.n)
-        for image_id, image, labels in tqdm(images, desc=task.id, initial=len(done), total=config.n,
-                                            disable=not progress):  # fmt: skip
-            answer, details = backend.predict(task, image)  # answer None: the reply could not be read
-            entry = {"id": image_id, "truth": task.truth(labels), "prediction": answer, **details}
-            if len(done) < config.shuffle_check and checks_order(task, backend):
-                order = shuffled_options(task, len(done))
-                entry["shuffled_order"] = order
-                entry["shuffled_prediction"] = backend.predict(task, image, order=order)[0]
-            f.write(json.dumps(entry) + "\n")
-            f.flush()
-            done.append(entry)
+    batch_size = getattr(backend, "batch_size", 1)
+    images = itertools.islice(task_images(task, config), len(done), config.n)
+    bar = tqdm(desc=task.id, initial=len(done), total=config.n, disable=not progress)
+    with open(out / PREDICTIONS, "a") as f, bar:
+        while chunk := list(itertools.islice(images, batch_size)):
+            pictures = [image for _, image, _ in chunk]
+            # answer None: the reply could not be read
+            answers = (
+                backend.predict_batch(task, pictures)
+                if batch_size > 1
+                else [backend.predict(task, pictures[0])]
+            )
+            for (image_id, image, labels), (answer, details) in zip(chunk, answers):
+                entry = {"id": image_id, "truth": task.truth(labels), "prediction": answer, **details}
+                if len(done) < config.shuffle_check and checks_order(task, backend):
+                    order = shuffled_options(task, len(done))
+                    entry["shuffled_order"] = order
+                    entry["shuffled_prediction"] = backend.predict(task, image, order=order)[0]
+                f.write(json.dumps(entry) + "\n")
+                done.append(entry)
+            f.flush()  # a batch at a time: an interruption loses at most the batch in hand
+            bar.update(len(chunk))
     if not done:
         raise ValueError(f"task {task.id}: no images to score in {config.data or 'the simulations'}")
     metrics = {

@@ -26,7 +26,8 @@ many tokens (the prompt, option scoring) compute their linear layers in float32 
 time to first token stays float32's.
 
 score_options runs the shared prompt once, repeats its KV cache for every option and scores all the
-options in one batched forward; each option's score is the sum of the log-probabilities of its tokens and
+options in one batched forward (score_options_batch: many images asked the same question, in one forward
+for all prompts and one for all their options); each option's score is the sum of the log-probabilities of its tokens and
 of the end-of-turn token, and a softmax over the options turns the scores into probabilities.
 """
 
@@ -373,7 +374,7 @@ class Engine:
             return self.model(
                 input_ids=inputs["input_ids"],
                 pixel_values=inputs["pixel_values"],
-                past_key_values=cache,
+                cache=cache,
                 use_cache=True,
                 logits_to_keep=1,
             )
@@ -393,7 +394,7 @@ class Engine:
             out = self._step(
                 input_ids=torch.tensor([[token]]),
                 position_ids=torch.tensor([[position]]),
-                past_key_values=cache,
+                cache=cache,
                 use_cache=True,
             )
             position += 1
@@ -411,46 +412,68 @@ class Engine:
 
     # ------------------------------------------------------------------------- option scoring
 
-    @torch.inference_mode()
     def score_options(self, images, question: str, options: list[str]) -> dict[str, float]:
         """P(option | images, question) for fixed answers: softmax over the options of the summed
         log-probabilities of each option's tokens and the end-of-turn token after the prompt."""
+        images = list(images) if isinstance(images, (list, tuple)) else [images]
+        return self.score_options_batch([images], question, options)[0]
+
+    @torch.inference_mode()
+    def score_options_batch(
+        self, image_sets: list, question: str, options: list[str]
+    ) -> list[dict[str, float]]:
+        """score_options for many images (or lists of images, the same number in each) asked the same
+        question: one forward for every prompt, then one for every (prompt, option) pair. The prompts
+        differ only in their image features, so they have the same tokens and need no padding."""
         if len(options) < 2 or len(set(options)) != len(options):
             raise ValueError(f"options must be at least two distinct answers, got {options!r}")
-        images = list(images) if isinstance(images, (list, tuple)) else [images]
-        parts = [{"type": "image", "image": image} for image in images] + [{"type": "text", "text": question}]
-        messages, _ = self._resolve_images([{"role": "user", "content": parts}], None)
-        inputs = self.processor(messages, add_generation_prompt=True)
+        if not image_sets:
+            return []
+        sets = [list(s) if isinstance(s, (list, tuple)) else [s] for s in image_sets]
+        if len({len(s) for s in sets}) > 1:
+            raise ValueError("every prompt of a batch needs the same number of images")
+        prompts = []
+        for pictures in sets:
+            parts = [{"type": "image", "image": image} for image in pictures] + [
+                {"type": "text", "text": question}
+            ]
+            messages, _ = self._resolve_images([{"role": "user", "content": parts}], None)
+            prompts.append(self.processor(messages, add_generation_prompt=True))
+        input_ids = torch.cat([p["input_ids"] for p in prompts])
+        batch, prompt = input_ids.shape
         # each option tokenised as the processor tokenises an assistant answer: "{text}<|im_end|>"
         tokenizer = self.processor.tokenizer
         answers = [tokenizer(f"{o}{END_OF_TURN}", add_special_tokens=False)["input_ids"] for o in options]
-        prompt, longest = inputs["input_ids"].shape[1], max(len(a) for a in answers)
+        longest = max(len(a) for a in answers)
         if prompt + longest > self.max_context:
             raise ValueError(f"prompt and options take {prompt + longest} tokens, over {self.max_context}")
 
         cache = DynamicCache(config=self.lm.config)
-        out = self._prefill(inputs, cache)
-        first = out.logits[0, -1].float().log_softmax(-1)  # (V,) predicts every option's first token
-        scores = torch.tensor([first[a[0]] for a in answers])
+        pixels = [p["pixel_values"] for p in prompts if p["pixel_values"] is not None]
+        inputs = {"input_ids": input_ids, "pixel_values": torch.cat(pixels) if pixels else None}
+        first = self._prefill(inputs, cache).logits[:, -1].float().log_softmax(-1)  # (B, V)
+        scores = first[:, [a[0] for a in answers]]  # (B, K): every option's first token
         if longest > 1:
-            # Right-padded options after the shared prefix: causal attention never lets a real token see
-            # the padding after it, so no mask is needed; padded positions are simply not read.
-            batch = torch.full((len(options), longest - 1), tokenizer.pad_token_id, dtype=torch.long)
-            for row, a in zip(batch, answers):
+            # Right-padded options after each prompt: causal attention never lets a real token see the
+            # padding after it, so no mask is needed; padded positions are simply not read.
+            continuation = torch.full((len(options), longest - 1), tokenizer.pad_token_id, dtype=torch.long)
+            for row, a in zip(continuation, answers):
                 row[: len(a) - 1] = torch.tensor(a[:-1])
-            cache.batch_repeat_interleave(len(options))
+            cache.batch_repeat_interleave(len(options))  # rows: prompt 0 with option 0, 1, ..., prompt 1, ...
+            rows = batch * len(options)
             with self._many_rows():
                 logits = self.lm(
-                    input_ids=batch,
-                    position_ids=torch.arange(prompt, prompt + longest - 1)[None].expand(len(options), -1),
-                    past_key_values=cache,
+                    input_ids=continuation.repeat(batch, 1),
+                    position_ids=torch.arange(prompt, prompt + longest - 1)[None].expand(rows, -1),
+                    cache=cache,
                     use_cache=True,
-                ).logits  # (K, L - 1, V): position j predicts token j + 1
-            logprobs = logits.float().log_softmax(-1)
+                ).logits  # (B * K, L - 1, V): position j predicts token j + 1
+            logprobs = logits.float().log_softmax(-1).view(batch, len(options), longest - 1, -1)
             for k, a in enumerate(answers):
                 targets = torch.tensor(a[1:], dtype=torch.long)
-                scores[k] += logprobs[k, torch.arange(len(targets)), targets].sum()
-        return dict(zip(options, scores.softmax(0).tolist()))
+                scores[:, k] += logprobs[:, k, torch.arange(len(targets)), targets].sum(-1)
+        probs = scores.softmax(-1).tolist()
+        return [dict(zip(options, row)) for row in probs]
 
 
 def _pick(logits: torch.Tensor, temperature: float, generator: torch.Generator) -> int:

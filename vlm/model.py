@@ -91,7 +91,7 @@ class AstroVLM(PreTrainedModel, GenerationMixin):
     config_class = AstroVLMConfig
     main_input_name = "input_ids"
     supports_gradient_checkpointing = True
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["cache"]
     # attention is the LM's business: claim every implementation so the LM's own choice stands
     _supports_sdpa = True
     _supports_flash_attn = True
@@ -185,7 +185,7 @@ class AstroVLM(PreTrainedModel, GenerationMixin):
         pixel_values: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values=None,
+        cache=None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
@@ -216,7 +216,7 @@ class AstroVLM(PreTrainedModel, GenerationMixin):
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=cache,
             labels=labels,  # the LM shifts them and skips -100
             use_cache=use_cache,
             logits_to_keep=logits_to_keep,

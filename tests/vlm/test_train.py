@@ -156,6 +156,28 @@ def test_export_ships_a_lora_run_in_float16_with_a_model_card(parts, sets, tmp_p
         export_adapter(tmp_path / "nothing", tmp_path / "x")
 
 
+def test_export_of_two_stages_ships_a_projector_only_adapter_and_describes_both(parts, sets, tmp_path):
+    from vlm.export import export_adapter
+
+    train(tiny_config(parts, sets, tmp_path / "s1", stage="projector", steps=2), progress=False)
+    stage1 = export_adapter(tmp_path / "s1", tmp_path / "shipped1")
+    assert not (stage1 / LORA_DIR).exists()  # nothing to merge: an empty lora/ would not load
+    card1 = (stage1 / "README.md").read_text()
+    assert "Stage 1: `projector`" in card1 and "Stage 2" not in card1
+
+    init = str(tmp_path / "s1" / "adapter")
+    train(tiny_config(parts, sets, tmp_path / "s2", steps=2, init_adapter=init), progress=False)
+    card2 = (export_adapter(tmp_path / "s2", tmp_path / "shipped2") / "README.md").read_text()
+    assert card2.index("Stage 1: `projector`") < card2.index("Stage 2: `lora`")
+    assert f"starting from {init}" in card2
+
+    vision = LVM.load(parts["vision_tower"])
+    load = partial(Engine.load, config=EngineConfig(dtype="float32"), language_model=parts["language_model"], vision_tower=vision)  # fmt: skip
+    question = [user("What is this?", images(1))]
+    trained = load(tmp_path / "s1" / "adapter").chat(question, max_new_tokens=8, stream=False).text
+    assert load(stage1).chat(question, max_new_tokens=8, stream=False).text == trained
+
+
 def tiny_model_lm(parts):
     from transformers import AutoModelForCausalLM
 
