@@ -159,6 +159,10 @@ def test_a_batch_of_images_scores_as_each_image_alone(tokenizer):
     assert len(two_each) == 2 and engine.score_options_batch([], "Which?", ["yes", "no"]) == []
     with pytest.raises(ValueError, match="same number of images"):
         engine.score_options_batch([pictures[:2], pictures[:1]], "Which?", ["yes", "no"])
+    # the system prompt's KV cache, kept from the calls above, gives what a full forward gives
+    got = engine.score_options(pictures[2], "Is it a radio galaxy?", ["yes", "no"])
+    expected = naive_option_logprobs(engine, pictures[2], "Is it a radio galaxy?", ["yes", "no"])
+    torch.testing.assert_close(torch.tensor(list(got.values())).log(), expected, rtol=1e-4, atol=1e-4)
 
 
 # ----------------------------------------------------------------------------- astrovlm ask
