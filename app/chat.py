@@ -409,14 +409,14 @@ def result_markdown(result: dict) -> str:
 
 
 def model_notice(adapter_dir: str | None) -> str | None:
-    """What the page says about the model: that its own answers ignore images while no adapter ships."""
+    """What the page says about the model: that its own answers ignore images when no adapter is there."""
     from vlm.engine import DEFAULT_ADAPTER_DIR
     from vlm.model import PROJECTOR_FILE
 
     if adapter_dir is not None or (DEFAULT_ADAPTER_DIR / PROJECTOR_FILE).is_file():
         return None
     return (
-        "No trained VLM adapter ships yet: the model's own answers ignore the image. "
+        "No trained VLM adapter (vlm/weights/vlm-adapter is missing): the model's own answers ignore the image. "
         "The tools on the right (and the HITL tab) do read it."
     )
 

@@ -134,7 +134,7 @@ Retrain: `{RETRAIN}`.
 {sections}
 ## Scores
 
-Held-out simulated images (seed 1, never trained on), option scoring (`astrovlm bench run`): macro-F1,
+Held-out simulated images (seed 1, never trained on), option scoring (`astrovlm bench run`): macro-F1 [95 % bootstrap interval],
 with accuracy (or exact match for the multi-label B1) and the number of images.
 
 {quality or "Not measured for this export."}

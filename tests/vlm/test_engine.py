@@ -247,18 +247,16 @@ def test_load_restores_and_merges_a_lora_adapter_and_warns_without_one(tokenizer
 
 
 @pytest.mark.slow
-def test_the_default_engine_streams_an_answer_with_smollm2():
-    from vlm.lvm import DEFAULT_LVM_DIR, LVM, get_config
+def test_the_default_engine_streams_and_keeps_the_lms_general_knowledge():
+    from vlm.forgetting import general_knowledge_score
 
-    # the shipped LVM when it is there; a random lvm-small otherwise (the LM is what this test is about)
-    tower = None if (DEFAULT_LVM_DIR / "model.safetensors").is_file() else LVM(get_config("lvm-small")).eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the missing-adapter warning, if no adapter is shipped yet
-        engine = Engine.load(vision_tower=tower)
-    question = [{"role": "user", "content": "What is the capital of France?"}]
+    engine = Engine.load()
+    question = [{"role": "user", "content": "What is a radio galaxy?"}]
     reply = engine.chat(question, max_new_tokens=24)
     pieces = list(reply)
-    assert len(pieces) > 3 and "Paris" in reply.text, reply.text
+    assert len(pieces) > 3 and "galaxy" in reply.text.lower(), reply.text
+    # issue 4's target: LoRA keeps >= 90 % of SmolLM2-135M-Instruct's 0.500 on the 40 questions
+    assert general_knowledge_score(engine)["accuracy"] >= 0.45
     picture = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     chat = engine.conversation()
     assert chat.ask("Describe this image.", images=[picture], max_new_tokens=12).finish().text
@@ -276,21 +274,29 @@ def test_the_shipped_default_reads_the_image():
 
     assert (DEFAULT_ADAPTER_DIR / PROJECTOR_FILE).is_file(), "vlm/weights/vlm-adapter is not shipped"
     engine = Engine.load()
-    task = load_task("galaxymnist")
-    right = 0
-    for i in range(16):
-        _, image, labels = held_out_image(task, 2, i)
-        probs = engine.score_options(image, task.prompt(), task.answers())
-        right += task.read_answer(max(probs, key=probs.get)) in labels
-    assert right >= 11, f"{right}/16 GalaxyMNIST-like galaxies right (chance: 4)"
+    galaxies = load_task("galaxymnist")
+    held_out = [held_out_image(galaxies, 2, i) for i in range(64)]
+    scores = engine.score_options_batch(
+        [image for _, image, _ in held_out], galaxies.prompt(), galaxies.answers()
+    )
+    right = sum(max(probs, key=probs.get) in labels for probs, (_, _, labels) in zip(scores, held_out))
+    assert right >= 36, f"{right}/64 GalaxyMNIST-like galaxies right (chance: 16; shipped: 43)"
 
-    b6 = load_task("b6")
-    fr2 = [image for i in range(12) for _, image, labels in [held_out_image(b6, 2, i)] if labels == ["FR-II"]]
-    said = [
-        engine.chat([user("Is the radio galaxy in this image FR-I or FR-II?", [image])], max_new_tokens=12, stream=False).text  # fmt: skip
-        for image in fr2[:4]
+    def say(question: str, image) -> str:
+        return engine.chat([user(question, [image])], max_new_tokens=16, stream=False).text
+
+    # the same words about different images: what it says follows the picture
+    radio_galaxies = load_task("b6")
+    fr2 = [
+        im
+        for i in range(12)
+        for _, im, labels in [held_out_image(radio_galaxies, 2, i)]
+        if labels == ["FR-II"]
     ]
-    assert sum("FR-II" in text for text in said) >= 3, said  # in words, not only by option scores
+    said = [say("Is the radio galaxy in this image FR-I or FR-II?", image) for image in fr2[:4]]
+    assert sum("FR-II" in text for text in said) >= 3, said
+    assert "radio" in say("Describe this image.", fr2[0]).lower()
+    assert "galaxy" in say("Describe this image.", held_out_image(galaxies, 2, 0)[1]).lower()
 
 
 def test_bfloat16_runs_many_row_matmuls_in_float32_and_still_answers(tokenizer):
