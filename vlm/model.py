@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -300,9 +301,13 @@ class AstroVLM(PreTrainedModel, GenerationMixin):
             if isinstance(self.language_model, PeftModel):
                 set_peft_model_state_dict(self.language_model, load_peft_weights(str(lora)))
             else:
-                self.language_model = PeftModel.from_pretrained(
-                    self.language_model, lora, is_trainable=is_trainable
-                )
+                with warnings.catch_warnings():
+                    # peft asks the LM for transformers' deprecated is_gradient_checkpointing: a warning
+                    # for every user of `astrovlm ask` about code that is neither theirs nor ours
+                    warnings.filterwarnings("ignore", "`is_gradient_checkpointing`", FutureWarning)
+                    self.language_model = PeftModel.from_pretrained(
+                        self.language_model, lora, is_trainable=is_trainable
+                    )
         except (SafetensorError, OSError, json.JSONDecodeError) as exc:
             raise ValueError(f"the adapter in {directory} is corrupt or incomplete: {exc}") from exc
 
