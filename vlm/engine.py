@@ -27,8 +27,9 @@ time to first token stays float32's.
 
 score_options runs the shared prompt once, repeats its KV cache for every option and scores all the
 options in one batched forward (score_options_batch: many images asked the same question, in one forward
-for all prompts and one for all their options); each option's score is the sum of the log-probabilities of its tokens and
-of the end-of-turn token, and a softmax over the options turns the scores into probabilities.
+for all prompts and one for all their options); each option's score is the sum of the log-probabilities
+of its tokens and of the end-of-turn token, and a softmax over the options turns the scores into
+probabilities. The text before the first image, the same in every prompt, is kept in a KV cache.
 """
 
 from __future__ import annotations
