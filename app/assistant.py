@@ -154,6 +154,7 @@ class LocalBackend:
         reply = self.engine.chat(
             self._local(messages),
             tools=tools if (tools and self.list_tools) else None,
+            guided_tools=tools,  # listed or not, its calls are decoded under their schemas
             max_new_tokens=max_new_tokens,
             temperature=temperature,
         )

@@ -23,7 +23,8 @@ has the figures). A static cache with a torch.compile'd step adds 5-10 % for ~20
 to minutes of compilation per process and cache size: an option for a long-lived server. CPUs without
 native bfloat16 (AVX2) run a bfloat16 matmul of many rows on a slow path (~10x float32), so forwards of
 many tokens (the prompt, option scoring) compute their linear layers in float32 (`_Float32Matmuls`): the
-time to first token stays float32's.
+time to first token stays float32's. Offered tools, a reply decodes each tool call it opens under the
+tools' JSON schemas (vlm/tool_grammar.py), so its calls always parse and name a real tool.
 
 score_options runs the shared prompt once, repeats its KV cache for every option and scores all the
 options in one batched forward (score_options_batch: many images asked the same question, in one forward
@@ -53,6 +54,7 @@ from data_builders.io import AstroImage, read_image
 from vlm.lvm.model import LVM
 from vlm.model import FULL_LM_DIR, LORA_DIR, PROJECTOR_FILE, AstroVLM, build_astrovlm
 from vlm.processor import IMAGE_TOKEN, AstroVLMProcessor, parse_message
+from vlm.tool_grammar import ToolCallGrammar, ToolCallGuide
 
 DEFAULT_ADAPTER_DIR = Path(__file__).resolve().parent / "weights" / "vlm-adapter"
 END_OF_TURN = "<|im_end|>"
@@ -74,6 +76,7 @@ class EngineConfig:
     compile: bool = False  # torch.compile the decode step (needs cache="static"); slow to start
     max_context: int | None = 2048  # prompt + answer, in tokens; None: the LM's max_position_embeddings
     seed: int = 0  # of sampling (temperature > 0); replies are reproducible
+    guided_tool_calls: bool = True  # offered tools, a tool call is decoded under their schemas
 
     def __post_init__(self):
         if self.dtype not in DTYPES:
@@ -213,6 +216,7 @@ class Engine:
         self._busy = threading.Lock()  # one reply at a time: a reply holds the (static) KV cache
         self._static_cache: StaticCache | None = None
         self._shared_prefix: tuple[tuple[int, ...], DynamicCache] | None = None  # see _prefix_cache
+        self._tool_grammar: ToolCallGrammar | None = None  # built on the first reply offered tools
         on_cpu = self.lm.device.type == "cpu"
         self._many_rows = _Float32Matmuls if dtype == torch.bfloat16 and on_cpu else contextlib.nullcontext
         self._step = self.lm.forward
@@ -267,13 +271,16 @@ class Engine:
         temperature: float = 0.0,
         stream: bool = True,
         tools: list[dict] | None = None,
+        guided_tools: list[dict] | None = None,
         on_finish: Callable[[Reply], None] | None = None,
     ) -> Reply:
         """Answer the last turn of `messages` (the processor's message forms; images as parts, or as
         `images=` for "<image>" markers). temperature 0 is greedy. The prompt is prepared here, so bad
         input raises at once; generation starts on the first iteration (stream=False: before returning).
         Too long a conversation loses its oldest turns (never the system prompt or the last user turn),
-        with a ContextTruncatedWarning and `reply.notice`."""
+        with a ContextTruncatedWarning and `reply.notice`. `tools` (OpenAI `tools=` dicts) are listed in
+        the prompt; the calls the reply writes are decoded under the schemas of `guided_tools` (default:
+        `tools`), which a model trained on its tools' calls can be given without listing them."""
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
         if temperature < 0:
@@ -283,8 +290,17 @@ class Engine:
         if notice:
             warnings.warn(notice, ContextTruncatedWarning, stacklevel=2)
         reply = Reply(inputs["input_ids"].shape[1], dropped, notice, _on_finish=on_finish)
-        reply._stream = self._stream(reply, inputs, max_new_tokens, temperature)
+        guided_tools = tools if guided_tools is None else guided_tools
+        guide = self._guide(guided_tools) if guided_tools and self.config.guided_tool_calls else None
+        reply._stream = self._stream(reply, inputs, max_new_tokens, temperature, guide)
         return reply if stream else reply.finish()
+
+    def _guide(self, tools: list[dict]) -> ToolCallGuide:
+        if self._tool_grammar is None:
+            self._tool_grammar = ToolCallGrammar(
+                self.processor.tokenizer, self.lm.config.vocab_size, frozenset(self.stop_ids)
+            )
+        return self._tool_grammar.guide(tools)
 
     def _resolve_images(self, messages: list[dict], images: list | None) -> tuple[list[dict], list | None]:
         """Paths and AstroImages -> rendered pictures, in the image parts and in `images`."""
@@ -342,13 +358,20 @@ class Engine:
         inputs.pop("labels")
         return inputs, cut, max_new_tokens, notice
 
-    def _stream(self, reply: Reply, inputs, max_new_tokens: int, temperature: float) -> Iterator[str]:
+    def _stream(
+        self,
+        reply: Reply,
+        inputs,
+        max_new_tokens: int,
+        temperature: float,
+        guide: ToolCallGuide | None = None,
+    ) -> Iterator[str]:
         """Text pieces of the answer; updates reply's token count and finish reason as it goes."""
         if not self._busy.acquire(blocking=False):
             raise RuntimeError("this engine is generating another reply: finish() or close() that one first")
         try:
             ids, shown = [], ""
-            for token in self._tokens(inputs, max_new_tokens, temperature):
+            for token in self._tokens(inputs, max_new_tokens, temperature, guide):
                 reply.completion_tokens += 1
                 if token in self.stop_ids:
                     reply.finish_reason = "stop"
@@ -383,14 +406,20 @@ class Engine:
             )
 
     @torch.inference_mode()
-    def _tokens(self, inputs, max_new_tokens: int, temperature: float) -> Iterator[int]:
-        """Token ids, one per step: the prompt (with its images) runs once, then one token per step."""
+    def _tokens(
+        self, inputs, max_new_tokens: int, temperature: float, guide: ToolCallGuide | None = None
+    ) -> Iterator[int]:
+        """Token ids, one per step: the prompt (with its images) runs once, then one token per step;
+        with a guide, each token is picked among those the tool-call grammar allows."""
         position = inputs["input_ids"].shape[1]
         cache = self._new_cache(position + max_new_tokens)
         out = self._prefill(inputs, cache)
         generator = torch.Generator().manual_seed(self.config.seed)
         for step in range(max_new_tokens):
-            token = _pick(out.logits[0, -1], temperature, generator)
+            logits = out.logits[0, -1] if guide is None else guide.constrain(out.logits[0, -1])
+            token = _pick(logits, temperature, generator)
+            if guide is not None:
+                guide.accept(token)
             yield token
             if step + 1 == max_new_tokens or token in self.stop_ids:
                 return

@@ -299,6 +299,40 @@ def test_the_shipped_default_reads_the_image():
     assert "galaxy" in say("Describe this image.", held_out_image(galaxies, 2, 0)[1]).lower()
 
 
+@pytest.mark.slow
+def test_the_shipped_defaults_tool_calls_name_real_tools_with_valid_arguments():
+    """Asked for what only a tool can do, it calls one; under the tools' grammar every call parses."""
+    from jsonschema import Draft202012Validator
+
+    from app.assistant import parse_tool_calls
+    from benchmarks.runner import held_out_image
+    from benchmarks.tasks import load_task
+    from data_builders.tool_specs import ALL_TOOL_SPECS, openai_tools
+
+    engine = Engine.load()
+    tools = openai_tools(list(ALL_TOOL_SPECS))
+    radio = held_out_image(load_task("b6"), 2, 0)[1]
+    optical = held_out_image(load_task("galaxymnist"), 2, 0)[1]
+    requests = [
+        ("Detect the sources in this image.", radio),
+        ("Find the sources in this image.", optical),
+        ("Classify the morphology of this galaxy.", optical),
+        ("Show me the statistics of this image.", radio),
+    ]
+    calls = []
+    for question, image in requests:
+        # as the chat asks: the tools unlisted (the model learned their calls), their calls guided
+        reply = engine.chat([user(question, [image])], guided_tools=tools, max_new_tokens=48, stream=False)
+        text = reply.text
+        calls += parse_tool_calls(text, map(str, range(100)))
+        assert text.count("<tool_call>") == text.count("</tool_call>"), text  # every call closed
+    assert len(calls) >= 2, calls
+    for call in calls:
+        assert call.name in ALL_TOOL_SPECS, call
+        validator = Draft202012Validator(ALL_TOOL_SPECS[call.name]["parameters"])
+        assert not list(validator.iter_errors(call.arguments)), call
+
+
 def test_bfloat16_runs_many_row_matmuls_in_float32_and_still_answers(tokenizer):
     from vlm.engine import _Float32Matmuls
 
