@@ -101,14 +101,8 @@ def _classify(record: Record, family: Family, rng: random.Random):
         return None
     template, question = _pick(rng, "classify", questions)
     options = list(family.classes)
-    if family.label_type == "multi":
-        if templates()["multi_none"] not in options:
-            options.append(templates()["multi_none"])
-    elif rng.random() < 0.5:
-        # Half the questions list the options in another order: a model that only ever saw the benchmark's
-        # order learns where the answer sits in the list instead of looking (the benchmarks' order check).
-        # A multi-label answer lists its classes in the options' order, so those keep one order.
-        rng.shuffle(options)
+    if family.label_type == "multi" and templates()["multi_none"] not in options:
+        options.append(templates()["multi_none"])
     suffix = rng.choice(templates()["options_suffix"]).format(options=", ".join(options))
     answer = ", ".join(label for label in options if label in record.labels) or templates()["multi_none"]
     return template, question + suffix, answer
