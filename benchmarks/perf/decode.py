@@ -12,6 +12,7 @@ runs in a fresh process, so peak RSS and load time are its own:
     engine-{fp32,bf16}          vlm.engine's own decode loop over a DynamicCache (engine-bf16 is the default)
     engine-{fp32,bf16}-static   the same over one preallocated StaticCache
     engine-{fp32,bf16}-compile  StaticCache + torch.compile'd decode step (the first reply pays the compilation)
+    engine-bf16-tools           the default with the chat's tools guided (each token masked by tool_grammar)
 
 Every reply answers the same question about skimage's Hubble Deep Field, with stopping disabled so that it
 decodes exactly --tokens tokens; after one warm-up reply, --runs replies are timed. Columns: load (model from
@@ -38,6 +39,7 @@ VARIANTS = {  # name: (how to generate, EngineConfig fields)
     "generate-fp32-static": ("generate-static", {"dtype": "float32"}),
     "engine-fp32": ("engine", {"dtype": "float32"}),
     "engine-bf16": ("engine", {"dtype": "bfloat16"}),
+    "engine-bf16-tools": ("engine-tools", {"dtype": "bfloat16"}),
     "engine-fp32-static": ("engine", {"dtype": "float32", "cache": "static"}),
     "engine-bf16-static": ("engine", {"dtype": "bfloat16", "cache": "static"}),
     "engine-fp32-compile": ("engine", {"dtype": "float32", "cache": "static", "compile": True}),
@@ -72,7 +74,7 @@ def timed_reply(engine, kind: str, image, tokens: int) -> dict:
     """One reply of exactly `tokens` tokens -> ttft, decode wall and CPU seconds, the answer's text."""
     wall, _cpu = time.perf_counter(), time.process_time()
     stamps = []
-    if kind == "engine":
+    if kind.startswith("engine"):
         reply = engine.chat(
             [
                 {
@@ -81,6 +83,7 @@ def timed_reply(engine, kind: str, image, tokens: int) -> dict:
                 }
             ],
             max_new_tokens=tokens,
+            guided_tools=chat_tools() if kind == "engine-tools" else None,
         )
         for _ in reply:
             stamps.append((time.perf_counter(), time.process_time()))
@@ -95,6 +98,12 @@ def timed_reply(engine, kind: str, image, tokens: int) -> dict:
         "tokens": count,
         "text": text,
     }
+
+
+def chat_tools() -> list[dict]:
+    from data_builders.tool_specs import ALL_TOOL_SPECS, openai_tools
+
+    return openai_tools(list(ALL_TOOL_SPECS))
 
 
 def generate_reply(engine, kind: str, image, tokens: int):
@@ -139,7 +148,6 @@ def run_variant(name: str, threads: int, tokens: int, runs: int) -> dict:
     torch.set_num_threads(threads)
     kind, fields = VARIANTS[name]
     engine, load_s, lvm = build_engine(fields)
-    kind = kind if kind.startswith("generate") else "engine"
     engine.stop_ids = set()  # decode exactly `tokens` tokens, whatever the model says
     image = hubble_deep_field()
     start = time.perf_counter()
