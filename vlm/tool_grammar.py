@@ -47,7 +47,7 @@ class ToolCallGrammar:
         )
 
     def guide(self, tools: list[dict]) -> ToolCallGuide:
-        return ToolCallGuide(LLMatcher(self.tokenizer, tool_call_grammar(tools)), self.vocab_size)
+        return ToolCallGuide(LLMatcher(self.tokenizer, tool_call_grammar(tools)))
 
 
 def tool_call_grammar(tools: list[dict]) -> str:
@@ -70,10 +70,10 @@ def tool_call_grammar(tools: list[dict]) -> str:
 class ToolCallGuide:
     """One reply's place in the grammar: masks the logits of the next token, follows the chosen ones."""
 
-    def __init__(self, matcher: LLMatcher, vocab_size: int):
+    def __init__(self, matcher: LLMatcher):
         if matcher.is_error():
             raise ValueError(f"the tools' JSON schemas give no valid grammar: {matcher.get_error()}")
-        self.matcher, self.vocab_size = matcher, vocab_size
+        self.matcher = matcher
 
     def constrain(self, logits: torch.Tensor) -> torch.Tensor:
         """The logits of the next token with every token the grammar forbids at -inf."""
