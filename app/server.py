@@ -40,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from app.assistant import Assistant, TextDelta, ToolCall, TurnEnd
 from app.images import ChatImage
 from data_builders.io import ImageReadError, ReadLimits
+from vlm.tool_grammar import schema_error
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +156,7 @@ class Server:
             body = await self._read_body(request)
             chat = _parse(body)
             history = self._history(chat)
-            tools = [t.model_dump() for t in chat.tools] if chat.tools else None
+            tools = _checked_tools(chat.tools)
             limit = min(chat.max_completion_tokens or chat.max_tokens or 256, self.config.max_new_tokens)
             options = {"max_new_tokens": limit, "temperature": chat.temperature, "tools": tools}
             self._check_queue()
@@ -382,6 +383,21 @@ def _parse(body: bytes) -> ChatRequest:
             f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()[:5]
         )
         raise ApiError(400, f"invalid request: {problems}") from None
+
+
+def _checked_tools(tools: list[ToolSpec] | None) -> list[dict] | None:
+    """The request's tools as dicts, each one's parameters a JSON schema that calls can be decoded under."""
+    if not tools:
+        return None
+    dumped, names = [t.model_dump() for t in tools], set()
+    for number, tool in enumerate(dumped):
+        name = tool["function"]["name"]
+        if not name or name in names:
+            raise ApiError(400, f"tools[{number}].function.name {name!r} is empty or offered twice")
+        names.add(name)
+        if error := schema_error(tool):
+            raise ApiError(400, f"tools[{number}].function.parameters is not a usable JSON schema: {error}")
+    return dumped
 
 
 def _json_or_text(text: str):

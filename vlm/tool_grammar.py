@@ -67,6 +67,15 @@ def tool_call_grammar(tools: list[dict]) -> str:
     return grammar.replace(LARK_OPTIONS, '%llguidance {"allow_invalid_utf8": true}', 1)
 
 
+def schema_error(tool: dict) -> str | None:
+    """Why the grammar cannot follow this tool's parameters (not a JSON schema llguidance compiles), or None."""
+    error = LLMatcher.validate_grammar(tool_call_grammar([tool]))
+    if not error:
+        return None
+    first = error.strip().splitlines()[0]
+    return first.split(": ", 1)[1] if first.startswith("at ") and ": " in first else first
+
+
 class ToolCallGuide:
     """One reply's place in the grammar: masks the logits of the next token, follows the chosen ones."""
 

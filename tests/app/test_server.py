@@ -126,6 +126,10 @@ def test_bad_images_get_400_with_the_reason(client, url, error):
         client.chat.completions.create(model="m", messages=[image_message(url)], max_tokens=4)
 
 
+def tool(name: str, parameters: dict | None = None) -> dict:
+    return {"type": "function", "function": {"name": name, "parameters": parameters or {"type": "object"}}}
+
+
 def post(server, body, headers=None, key=KEY):
     headers = {"content-type": "application/json", "authorization": f"Bearer {key}", **(headers or {})}
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
@@ -153,6 +157,28 @@ def post(server, body, headers=None, key=KEY):
             "application/json",
         ),
         ({"messages": [{"role": "user", "content": "x" * (3 * 2**20)}]}, {}, 413, "over the limit"),
+        (
+            {"messages": [{"role": "user", "content": "hi"}], "tools": [tool("f", {"type": "strin"})]},
+            {},
+            400,
+            "tools[0].function.parameters is not a usable JSON schema: failed to compile JSON schema",
+        ),
+        (
+            {
+                "messages": [{"role": "user", "content": "hi"}],
+                "tools": [tool("f"), tool("g", {"properties": {"a": {"$ref": "#/nowhere"}}}), tool("h")],
+                "stream": True,
+            },
+            {},
+            400,
+            "tools[1].function.parameters",
+        ),
+        (
+            {"messages": [{"role": "user", "content": "hi"}], "tools": [tool("f"), tool("f")]},
+            {},
+            400,
+            "tools[1].function.name 'f' is empty or offered twice",
+        ),
     ],
 )
 def test_malformed_requests_get_a_4xx_with_a_clear_message(server, body, headers, status, error):

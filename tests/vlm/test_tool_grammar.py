@@ -18,7 +18,7 @@ from test_vlm_model import images, user
 from data_builders.tool_specs import ALL_TOOL_SPECS, openai_tools
 from vlm.engine import EngineConfig
 from vlm.processor import IMAGE_TOKEN, format_tool_call
-from vlm.tool_grammar import ToolCallGrammar, tool_call_grammar
+from vlm.tool_grammar import ToolCallGrammar, schema_error, tool_call_grammar
 
 tokenizer = test_vlm_model.tokenizer  # the fixture: a small byte-level BPE with SmolLM2's special tokens
 TOOLS = openai_tools(list(ALL_TOOL_SPECS))
@@ -126,6 +126,11 @@ def test_tools_whose_schemas_are_not_objects_are_refused_or_compile(grammar):
         tool_call_grammar([])
     bare = [{"name": "ping", "description": "no parameters"}]  # the function dict alone, no parameters
     assert grammar.guide(bare).matcher.validate_tokens([]) == 0
+    assert schema_error(bare[0]) is None
+    assert (
+        schema_error({"name": "f", "parameters": {"type": "strin"}})
+        == "failed to compile JSON schema: Invalid type: strin"
+    )
 
 
 def test_the_engine_leaves_an_answer_without_tool_calls_as_it_was(tokenizer):
