@@ -134,7 +134,7 @@ def test_a_saved_detector_holds_only_its_heads_and_reloads_to_the_same_boxes(tmp
 
 def test_the_shipped_radio_detector_finds_the_simulated_sources(radio_detector):
     scores = evaluate(radio_detector, simulate_fields("radio", 24, "test", progress=False), progress=False)
-    assert scores["map_50"] >= 0.45, scores  # 0.64 measured on these 24 fields, 0.53 on 200
+    assert scores["map_50"] >= 0.5, scores  # 0.70 measured on these 24 fields, 0.60 on 200
     assert set(scores["ap_50"]) <= set(RADIO_CLASSES)
 
 

@@ -350,6 +350,7 @@ class Detector:
         domain = self.metrics.get("domain", "radio")
         per_class = ", ".join(f"{k} {v:.3f}" for k, v in test["ap_50"].items())
         frozen = "frozen, not stored here" if c.frozen_backbone else "trained, stored here"
+        scale = training.get("train", {}).get("backbone_lr_scale", 1.0)
         return "\n".join([
             f"# {name}",
             "",
@@ -360,7 +361,8 @@ class Detector:
             f"steps in {training.get('train_seconds')} s on the CPU.",
             "",
             f"Made by `astrovlm detect train --domain {domain} --backbone {c.backbone}"
-            f"{' --finetune' if c.finetune else ''}{' --arch mask' if c.arch == 'mask' else ''} --train-fields "
+            f"{f' --finetune --backbone-lr-scale {scale}' if c.finetune else ''}"
+            f"{' --arch mask' if c.arch == 'mask' else ''} --train-fields "
             f"{training.get('train_fields')} --steps {training.get('train', {}).get('steps')} --batch-size "
             f"{training.get('train', {}).get('batch_size')} --out DIR`.",
             "",

@@ -48,6 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--steps", type=int, default=600)
     train.add_argument("--batch-size", type=int, default=8)
     train.add_argument("--lr", type=float, default=1e-3)
+    train.add_argument(
+        "--backbone-lr-scale", type=float, default=1.0, help="a fine-tuned backbone's lr over the heads'"
+    )
     report = detect.add_argument_group("detect report")
     report.add_argument("--compare", action="store_true", help="retrain the backbone comparison (~2 h)")
     detect.set_defaults(func=run)
@@ -103,7 +106,9 @@ def train(args) -> None:
         raise ValueError("--train-fields and --test-fields must be >= 1")
     config = replace(domain_config(args.domain, args.backbone), arch=args.arch, finetune=args.finetune)
     fields = simulate_fields(args.domain, args.train_fields, "train")
-    schedule = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr)
+    schedule = TrainConfig(
+        steps=args.steps, batch_size=args.batch_size, lr=args.lr, backbone_lr_scale=args.backbone_lr_scale
+    )
     detector = train_detector(config, fields, schedule)
     detector.metrics["domain"] = args.domain
     detector.metrics["test"] = evaluate(detector, simulate_fields(args.domain, args.test_fields, "test"))

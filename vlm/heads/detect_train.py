@@ -31,11 +31,15 @@ class TrainConfig:
     weight_decay: float = 1e-4
     warmup: int = 50
     seed: int = 0
-    backbone_lr_scale: float = 0.1  # a fine-tuned pretrained backbone moves slower than the new heads
+    # a fine-tuned backbone's learning rate over the heads'. The LVM at 1.0 beat 0.1 on the radio fields
+    # (mAP@50 0.597 vs 0.532, 1000 fields, 800 steps): its features are far from the detector's needs.
+    backbone_lr_scale: float = 1.0
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1 or not self.lr > 0 or self.warmup < 0:
             raise ValueError(f"steps and batch_size must be >= 1, lr > 0, warmup >= 0: {self}")
+        if not self.backbone_lr_scale > 0:
+            raise ValueError(f"backbone_lr_scale must be > 0, got {self.backbone_lr_scale}")
 
 
 def dihedral(
