@@ -21,9 +21,9 @@ of a decode step (each step reads every weight once), so what counts is the byte
 weights read half as many, ~1.3x float32's tokens/s on the project's AVX2 CPU (benchmarks/perf/decode.py
 has the figures). A static cache with a torch.compile'd step adds 5-10 % for ~20 s (warm inductor cache)
 to minutes of compilation per process and cache size: an option for a long-lived server. CPUs without
-native bfloat16 (AVX2) run a bfloat16 matmul of many rows on a slow path (~10x float32), so forwards of
-many tokens (the prompt, option scoring) compute their linear layers in float32 (`_Float32Matmuls`): the
-time to first token stays float32's. Offered tools, a reply decodes each tool call it opens under the
+native bfloat16 (AVX2) run a bfloat16 matmul of many rows on a slow path (~10x float32), so there forwards
+of many tokens (the prompt, option scoring) compute their linear layers in float32 (`_Float32Matmuls`):
+the time to first token stays float32's. CPUs with it (AVX512-BF16, AMX) keep bfloat16 throughout. Offered tools, a reply decodes each tool call it opens under the
 tools' JSON schemas (vlm/tool_grammar.py), so its calls always parse and name a real tool.
 
 score_options runs the shared prompt once, repeats its KV cache for every option and scores all the
@@ -192,6 +192,14 @@ class _Float32Matmuls(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+def _native_bf16_cpu() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX), where oneDNN's bfloat16
+    matmul of many rows is ~3x float32's rather than ~10x slower. torch only asks this privately; a torch
+    without the check counts as without the instructions (the float32 path is right on every CPU)."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
 # ----------------------------------------------------------------------------- the engine
 
 
@@ -218,7 +226,8 @@ class Engine:
         self._shared_prefix: tuple[tuple[int, ...], DynamicCache] | None = None  # see _prefix_cache
         self._tool_grammar: ToolCallGrammar | None = None  # built on the first reply offered tools
         on_cpu = self.lm.device.type == "cpu"
-        self._many_rows = _Float32Matmuls if dtype == torch.bfloat16 and on_cpu else contextlib.nullcontext
+        slow_bf16 = dtype == torch.bfloat16 and on_cpu and not _native_bf16_cpu()
+        self._many_rows = _Float32Matmuls if slow_bf16 else contextlib.nullcontext
         self._step = self.lm.forward
         if self.config.compile:
             self._step = torch.compile(self.lm.forward, fullgraph=True, dynamic=False)

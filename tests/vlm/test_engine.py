@@ -313,8 +313,10 @@ def test_the_shipped_defaults_tool_calls_name_real_tools_with_valid_arguments():
     tools = openai_tools(list(ALL_TOOL_SPECS))
     radio = held_out_image(load_task("b6"), 2, 0)[1]
     optical = held_out_image(load_task("galaxymnist"), 2, 0)[1]
-    requests = [
-        ("Detect the sources in this image.", radio),
+    requests = [  # the answers are near ties for this small model: which of them call a tool moves
+        ("Detect the sources in this image.", radio),  # with the matmuls' rounding (float32 or bfloat16)
+        ("Detect the sources in this image.", optical),
+        ("Find the sources in this image.", radio),
         ("Find the sources in this image.", optical),
         ("Classify the morphology of this galaxy.", optical),
         ("Show me the statistics of this image.", radio),
