@@ -25,6 +25,7 @@ from tqdm import tqdm
 from app.hitl.store import HITLStore
 from vlm.heads.hitl import HITLConfig, fit_scorer, recommend
 
+FEATURES = "moments"  # the LVM features the MLP reads (vlm.lvm.fewshot.lvm_features)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".fits", ".fit", ".fz", ".npy"}
 
 
@@ -212,7 +213,9 @@ def _load_pool(pool, progress: bool) -> tuple[list[str], list[np.ndarray | None]
 
 
 def _pool_key(pool, items: list[str]) -> str:
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(
+        FEATURES.encode()
+    )  # a new kind of features is a new cache, old sessions keep theirs
     if isinstance(pool, np.ndarray):
         digest.update(pool.tobytes())
     else:
@@ -236,7 +239,7 @@ def _features(cache: Path, pictures: list, lvm, progress: bool) -> np.ndarray:
         raise ValueError("no image of the pool could be read")
     batches = range(0, len(ok), 512)
     chunks = [
-        lvm_features(lvm, np.stack([pictures[i] for i in ok[s : s + 512]]))
+        lvm_features(lvm, np.stack([pictures[i] for i in ok[s : s + 512]]), FEATURES)
         for s in tqdm(batches, desc="LVM features", disable=not progress)
     ]
     features = np.zeros((len(pictures), chunks[0].shape[1]), np.float32)

@@ -104,9 +104,14 @@ def test_lvm_features(tiny_lvm, data):
     dims = tiny_lvm.feature_dims
     stages = lvm_features(tiny_lvm, data.test_images, "stages", batch_size=3)
     pooled = lvm_features(tiny_lvm, data.test_images, "pooled")
+    moments = lvm_features(tiny_lvm, data.test_images)  # the default
     assert stages.shape == (8, sum(dims)) and pooled.shape == (8, dims[-1])
     np.testing.assert_allclose(stages[:, -dims[-1] :], pooled, atol=1e-5)  # the last stage is the pooled
-    with pytest.raises(ValueError, match="'stages' or 'pooled'"):
+    assert moments.shape == (8, 2 * sum(dims))
+    first = moments[:, : 2 * dims[0]].reshape(8, 2, dims[0])  # stage 0: mean, std
+    np.testing.assert_allclose(first[:, 0], stages[:, : dims[0]], atol=1e-5)
+    assert (first[:, 1] > 0).all()
+    with pytest.raises(ValueError, match="kind must be one of"):
         lvm_features(tiny_lvm, data.test_images, "tokens")
 
 
@@ -122,7 +127,7 @@ def test_tiny_run_and_report(tiny_lvm, data, tmp_path):
     for s in result.scores:
         assert s.shots in (1, 3) and 0 <= s.accuracy <= 1 and 0 <= s.macro_f1 <= 1
     assert len(result.scores) == 2 * len(ran)
-    assert result.test_features["lvm"].shape == (8, sum(tiny_lvm.feature_dims))
+    assert result.test_features["lvm"].shape == (8, 2 * sum(tiny_lvm.feature_dims))
 
     paths = write_report(result, tmp_path / "fewshot")
     names = {p.name for p in paths}

@@ -5,9 +5,9 @@
     scores = scorer.scores(features)                                 # P(target) for every pooled image
     picks = recommend(scores, labelled_mask, last_round, config)     # the next round to label
 
-The downstream network is the paper's: an MLP with one hidden layer of 2048 on fixed LVM features (the
-mean of every encoder stage, concatenated, as in the few-shot comparison). Each round the person labels
-`round_size` recommended images. The alpha rule: with P and N the positives and negatives labelled in
+The downstream network is the paper's: an MLP with one hidden layer of 2048 on fixed LVM features
+(the mean and standard deviation of every encoder stage, concatenated, as in the few-shot
+comparison). Each round the person labels `round_size` recommended images. The alpha rule: with P and N the positives and negatives labelled in
 the latest round, P/N <= alpha recommends the highest-scoring unlabelled images, otherwise the lowest
 (alpha = 0.9 steers towards precision, 0.1 towards recall, 0.5 towards AUC/AUPR). The seeds count as
 round 0. A round with no negatives has P/N = infinity.
