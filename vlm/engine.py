@@ -23,8 +23,9 @@ has the figures). A static cache with a torch.compile'd step adds 5-10 % for ~20
 to minutes of compilation per process and cache size: an option for a long-lived server. CPUs without
 native bfloat16 (AVX2) run a bfloat16 matmul of many rows on a slow path (~10x float32), so there forwards
 of many tokens (the prompt, option scoring) compute their linear layers in float32 (`_Float32Matmuls`):
-the time to first token stays float32's. CPUs with it (AVX512-BF16, AMX) keep bfloat16 throughout. Offered tools, a reply decodes each tool call it opens under the
-tools' JSON schemas (vlm/tool_grammar.py), so its calls always parse and name a real tool.
+the time to first token stays float32's. CPUs with it (AVX512-BF16, AMX) keep bfloat16 throughout.
+Offered tools, a reply decodes each tool call it opens under the tools' JSON schemas
+(vlm/tool_grammar.py), so its calls always parse and name a real tool.
 
 score_options runs the shared prompt once, repeats its KV cache for every option and scores all the
 options in one batched forward (score_options_batch: many images asked the same question, in one forward

@@ -213,9 +213,8 @@ def _load_pool(pool, progress: bool) -> tuple[list[str], list[np.ndarray | None]
 
 
 def _pool_key(pool, items: list[str]) -> str:
-    digest = hashlib.sha256(
-        FEATURES.encode()
-    )  # a new kind of features is a new cache, old sessions keep theirs
+    # the kind of features is part of the key: a new kind is a new cache, and old sessions keep theirs
+    digest = hashlib.sha256(FEATURES.encode())
     if isinstance(pool, np.ndarray):
         digest.update(pool.tobytes())
     else:

