@@ -283,7 +283,8 @@ class Assistant:
     ) -> Iterator:
         """Answer the last user (or tool) message of `history`, appending what the assistant and the
         tools add. `tools`: the specs to offer (default: the runner's)."""
-        tools = tools if tools is not None else (self.runner.specs() if self.runner else None)
+        if tools is None and self.runner is not None:
+            tools = self.runner.specs(n_images=len(conversation_images(history)))
         for _ in range(self.max_tool_rounds + 1):
             text, calls, finish = "", [], None
             mode = "undecided"  # a reply that opens with <tool_call> is a call and is not shown as text

@@ -221,9 +221,16 @@ class ToolRunner:
         # the conversation goes on with an error result; two workers keep one such call from blocking all.
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="tool")
 
-    def specs(self) -> list[dict]:
-        """The allowed tools in OpenAI's `tools=` form."""
-        return openai_tools(list(self.allowed))
+    def specs(self, n_images: int | None = None) -> list[dict]:
+        """The allowed tools in OpenAI's `tools=` form. With n_images (>= 1), `image_index` is bounded by
+        the images the conversation holds, so a call decoded under these schemas names one of them."""
+        specs = openai_tools(list(self.allowed))
+        if n_images:
+            for spec in specs:
+                index = spec["function"]["parameters"].get("properties", {}).get("image_index")
+                if index is not None:
+                    index["maximum"] = n_images - 1
+        return specs
 
     def check(self, name: str, arguments) -> dict:
         """The arguments with their defaults, or ToolError saying what is wrong with the call."""

@@ -8,6 +8,8 @@ labelling session over the chat's gallery (app/hitl), offered to the chat and to
 
 from __future__ import annotations
 
+import copy
+
 TOOL_SPECS: dict[str, dict] = {
     "detect_sources": {
         "description": "Detect the sources in the current image; returns boxes (pixels), classes and scores.",
@@ -116,4 +118,5 @@ def openai_tools(names: list[str] | None = None) -> list[dict]:
     unknown = sorted(set(names) - set(ALL_TOOL_SPECS))
     if unknown:
         raise ValueError(f"unknown tools {unknown}; valid: {sorted(ALL_TOOL_SPECS)}")
-    return [{"type": "function", "function": {"name": n, **ALL_TOOL_SPECS[n]}} for n in names]
+    # copies: a caller may narrow a schema for one reply (ToolRunner.specs) without touching the specs
+    return [{"type": "function", "function": {"name": n, **copy.deepcopy(ALL_TOOL_SPECS[n])}} for n in names]

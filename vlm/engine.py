@@ -52,6 +52,7 @@ from torch.overrides import TorchFunctionMode
 from transformers import DynamicCache, StaticCache
 
 from data_builders.io import AstroImage, read_image
+from vlm.hardware import native_bf16_cpu
 from vlm.lvm.model import LVM
 from vlm.model import FULL_LM_DIR, LORA_DIR, PROJECTOR_FILE, AstroVLM, build_astrovlm
 from vlm.processor import IMAGE_TOKEN, AstroVLMProcessor, parse_message
@@ -193,14 +194,6 @@ class _Float32Matmuls(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def _native_bf16_cpu() -> bool:
-    """Whether this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX), where oneDNN's bfloat16
-    matmul of many rows is ~3x float32's rather than ~10x slower. torch only asks this privately; a torch
-    without the check counts as without the instructions (the float32 path is right on every CPU)."""
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
-
-
 # ----------------------------------------------------------------------------- the engine
 
 
@@ -227,7 +220,7 @@ class Engine:
         self._shared_prefix: tuple[tuple[int, ...], DynamicCache] | None = None  # see _prefix_cache
         self._tool_grammar: ToolCallGrammar | None = None  # built on the first reply offered tools
         on_cpu = self.lm.device.type == "cpu"
-        slow_bf16 = dtype == torch.bfloat16 and on_cpu and not _native_bf16_cpu()
+        slow_bf16 = dtype == torch.bfloat16 and on_cpu and not native_bf16_cpu()
         self._many_rows = _Float32Matmuls if slow_bf16 else contextlib.nullcontext
         self._step = self.lm.forward
         if self.config.compile:

@@ -12,8 +12,8 @@ before and after training.
 
 Presets are YAML files in vlm/train_presets/ (`astrovlm train --list`); `--set key=value` overrides any
 field, dots reaching into sub-configs (`--set lora.r=8`). The vision tower stays frozen unless
-train_vision is set; bf16 autocast is used on GPUs that have it (on CPUs without bf16 units it is
-slower than float32).
+train_vision is set; bf16 autocast is used where the GPU or CPU has bfloat16 units (vlm/hardware.py;
+on CPUs without them it is slower than float32).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from vlm.hardware import mixed_precision
 from vlm.lvm.pretrain import (
     RunLog,
     _seed_of,
@@ -38,7 +39,6 @@ from vlm.lvm.pretrain import (
     check_launch,
     check_resumable,
     latest_checkpoint,
-    mixed_precision,
     read_config_file,
     save_checkpoint,
     warmup_cosine,
@@ -85,7 +85,7 @@ class TrainConfig:
     lora: LoraSettings = field(default_factory=LoraSettings)
     train_vision: bool = False
     gradient_checkpointing: bool = False
-    bf16: str | bool = "auto"  # "auto": on GPUs with bf16 support
+    bf16: str | bool = "auto"  # "auto": where the GPU or CPU has bf16 units
     log_every: int = 10
     ckpt_every: int = 100
     seed: int = 0

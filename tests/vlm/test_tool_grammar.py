@@ -15,6 +15,7 @@ from jsonschema import Draft202012Validator
 from test_engine import tiny_engine
 from test_vlm_model import images, user
 
+from app.tools import ToolRunner
 from data_builders.tool_specs import ALL_TOOL_SPECS, openai_tools
 from vlm.engine import EngineConfig
 from vlm.processor import IMAGE_TOKEN, format_tool_call
@@ -114,6 +115,18 @@ def test_a_decoder_that_wants_a_bad_call_writes_a_valid_one_under_the_guide(gram
         Draft202012Validator(ALL_TOOL_SPECS[call["name"]]["parameters"]).iter_errors(call["arguments"])
     )
     assert "</tool_call>" in text  # closed: the end of turn is refused inside a call
+
+
+def test_image_index_is_bounded_by_the_images_of_the_conversation(grammar, tokenizer):
+    one_image = ToolRunner(allowed=("detect_sources",)).specs(n_images=1)
+
+    def accepted(index: int) -> bool:
+        call = format_tool_call({"name": "detect_sources", "arguments": {"image_index": index}})
+        tokens = encode(tokenizer, call) + [tokenizer.eos_token_id]
+        return grammar.guide(one_image).matcher.validate_tokens(tokens) == len(tokens)
+
+    assert accepted(0) and not accepted(1)
+    assert "maximum" not in ALL_TOOL_SPECS["detect_sources"]["parameters"]["properties"]["image_index"]
 
 
 def test_free_text_is_left_alone(grammar, tokenizer):

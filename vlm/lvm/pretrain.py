@@ -9,7 +9,7 @@
     metrics = pretrain(PretrainConfig(out="runs/x", preset="lvm-tiny-test", img_size=32, steps=30))
 
 A linear recipe, setup -> train -> save:
-- setup: accelerate's Accelerator (bf16 autocast where the GPU has it; DDP and friends through
+- setup: accelerate's Accelerator (bf16 autocast where the GPU or CPU has bf16 units; DDP and friends through
   `accelerate launch`), the model built from its preset with `seed`, the image pool of `vlm.lvm.data`
   (cached in `out/` or `pool_dir`) and its held-out split, AdamW and a warmup + cosine schedule;
 - train: each step reconstructs a batch of augmented images (flips, quarter turns, 80-100 % crops) and
@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from torch.optim.lr_scheduler import LambdaLR
 from tqdm import tqdm
 
+from vlm.hardware import mixed_precision
 from vlm.lvm.data import augment, build_pool, check_mix, default_mix, split
 from vlm.lvm.model import LVM
 from vlm.lvm.presets import get_config
@@ -78,7 +79,7 @@ class PretrainConfig:
     eval_every: int = 250
     ckpt_every: int = 500
     seed: int = 0  # model init; process i trains with seed + i
-    bf16: str | bool = "auto"  # "auto": bf16 autocast on a GPU that supports it, else fp32
+    bf16: str | bool = "auto"  # "auto": bf16 autocast where GPU or CPU has bf16 units, else fp32
     num_workers: int = 2  # processes that draw the pool (once; cached)
     pool_dir: str | None = None  # where the pool is cached (None: out)
 
@@ -254,12 +255,6 @@ def evaluate(model, images: np.ndarray, batch_size: int, accelerator, blur: int 
     sums = accelerator.reduce(sums, reduction="sum")
     model.train(was_training)
     return {"val_mse": float(sums[0] / sums[2]), "val_psnr": float(sums[1] / sums[2])}
-
-
-def mixed_precision(bf16: str | bool) -> str:
-    if bf16 == "auto":
-        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-    return "bf16" if bf16 else "no"
 
 
 # ----------------------------------------------------------------------------- checkpoints
