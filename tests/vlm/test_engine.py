@@ -280,7 +280,7 @@ def test_the_shipped_default_reads_the_image():
         [image for _, image, _ in held_out], galaxies.prompt(), galaxies.answers()
     )
     right = sum(max(probs, key=probs.get) in labels for probs, (_, _, labels) in zip(scores, held_out))
-    assert right >= 36, f"{right}/64 GalaxyMNIST-like galaxies right (chance: 16; shipped: 43)"
+    assert right >= 36, f"{right}/64 GalaxyMNIST-like galaxies right (chance: 16; shipped: 57)"
 
     def say(question: str, image) -> str:
         return engine.chat([user(question, [image])], max_new_tokens=16, stream=False).text
