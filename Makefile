@@ -46,7 +46,8 @@ perf: install
 
 # The training sets of the shipped VLM and its recipe: stage 1 trains the projector
 # (vlm/train_presets/projector-smollm2.yaml), stage 2 LoRA from it (lora-smollm2.yaml); 1 h 45 min on
-# 2 CPU cores with bfloat16 units (43 + 60 min; about twice that in float32). `astrovlm export --run runs/vlm-default` then ships it as vlm/weights/vlm-adapter.
+# 2 CPU cores with bfloat16 units (43 + 60 min; about twice that in float32).
+# `astrovlm export --run runs/vlm-default` then ships it as vlm/weights/vlm-adapter.
 VLM_FAMILIES := radio-b1 radio-b2 radio-b3 radio-b4 radio-b5 radio-b6 optical-gmnist optical-lsbg optical-morphology
 vlm-data: install
 	for f in $(VLM_FAMILIES); do \
