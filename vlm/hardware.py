@@ -13,6 +13,12 @@ def native_bf16_cpu() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
+def check_bf16(bf16) -> None:
+    """A config's bf16 field: "auto", true or false (anything else would silently mean true)."""
+    if bf16 not in ("auto", True, False):
+        raise ValueError(f'bf16 must be "auto", true or false, got {bf16!r}')
+
+
 def mixed_precision(bf16: str | bool) -> str:
     """accelerate's mixed_precision for a config's bf16 field. "auto" is bf16 autocast on a GPU that has
     bfloat16 and on a CPU with bfloat16 instructions, float32 elsewhere (without them CPU autocast is

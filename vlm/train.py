@@ -31,7 +31,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from vlm.hardware import mixed_precision
+from vlm.hardware import check_bf16, mixed_precision
 from vlm.lvm.pretrain import (
     RunLog,
     _seed_of,
@@ -103,6 +103,7 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        check_bf16(self.bf16)
 
     def to_dict(self) -> dict:
         return asdict(self)

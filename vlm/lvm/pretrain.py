@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from torch.optim.lr_scheduler import LambdaLR
 from tqdm import tqdm
 
-from vlm.hardware import mixed_precision
+from vlm.hardware import check_bf16, mixed_precision
 from vlm.lvm.data import augment, build_pool, check_mix, default_mix, split
 from vlm.lvm.model import LVM
 from vlm.lvm.presets import get_config
@@ -111,8 +111,7 @@ class PretrainConfig:
             raise ValueError(f"weight_decay must be a number >= 0, got {self.weight_decay!r}")
         if self.grad_clip is not None and (not _is_number(self.grad_clip) or self.grad_clip <= 0):
             raise ValueError(f"grad_clip must be a number > 0 or None, got {self.grad_clip!r}")
-        if self.bf16 not in ("auto", True, False):
-            raise ValueError(f'bf16 must be "auto", true or false, got {self.bf16!r}')
+        check_bf16(self.bf16)
         n_val = math.ceil(sum(self.mix.values()) * self.val_fraction)
         if sum(self.mix.values()) - n_val < 1:
             raise ValueError(f"a pool of {sum(self.mix.values())} images leaves none to train on")
