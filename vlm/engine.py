@@ -27,11 +27,14 @@ the time to first token stays float32's. CPUs with it (AVX512-BF16, AMX) keep bf
 Offered tools, a reply decodes each tool call it opens under the tools' JSON schemas
 (vlm/tool_grammar.py), so its calls always parse and name a real tool.
 
-score_options runs the shared prompt once, repeats its KV cache for every option and scores all the
-options in one batched forward (score_options_batch: many images asked the same question, in one forward
-for all prompts and one for all their options); each option's score is the sum of the log-probabilities
-of its tokens and of the end-of-turn token, and a softmax over the options turns the scores into
-probabilities. The text before the first image, the same in every prompt, is kept in a KV cache.
+score_options scores every option in the prompt's own forward: the options' tokens follow the prompt as
+a prefix tree (`OptionTree`: "FR" and "-", shared by "FR-I" and "FR-II", are fed once) under a tree
+attention mask, so each option token sees the prompt and its own option's earlier tokens, at the position
+it would have after the prompt. score_options_batch asks many images the same question in one such
+forward. An option's score is the sum of the log-probabilities of its tokens and of the end-of-turn
+token, and a softmax over the options turns the scores into probabilities. The text before the first
+image, the same in every prompt, is kept in a KV cache. (One forward for the prompts and a second for
+every (prompt, option) pair over a repeated cache was 1.5x slower on two answers, 2.5x on eight.)
 """
 
 from __future__ import annotations
@@ -458,8 +461,8 @@ class Engine:
         self, image_sets: list, question: str, options: list[str]
     ) -> list[dict[str, float]]:
         """score_options for many images (or lists of images, the same number in each) asked the same
-        question: one forward for every prompt, then one for every (prompt, option) pair. The prompts
-        differ only in their image features, so they have the same tokens and need no padding."""
+        question, in one forward of the prompts followed by the option tree. The prompts differ only in
+        their image features, so they have the same tokens and need no padding."""
         if len(options) < 2 or len(set(options)) != len(options):
             raise ValueError(f"options must be at least two distinct answers, got {options!r}")
         if not image_sets:
@@ -483,38 +486,27 @@ class Engine:
         if prompt + longest > self.max_context:
             raise ValueError(f"prompt and options take {prompt + longest} tokens, over {self.max_context}")
 
+        tree = OptionTree.of(answers)
         cache, shared = self._prefix_cache(input_ids)
+        tail = prompt - shared  # prompt tokens not in the cached prefix
         pixels = [p["pixel_values"] for p in prompts if p["pixel_values"] is not None]
+        nodes = torch.tensor(tree.tokens, dtype=torch.long)[None].expand(batch, -1)
+        node_positions = prompt + torch.tensor(tree.depths, dtype=torch.long)
+        positions = torch.cat([torch.arange(shared, prompt), node_positions])
+        read = torch.arange(tail - 1, tail + len(tree.tokens))  # the prompt's last position and the nodes
         with self._many_rows():
-            first = self.model(
-                input_ids=input_ids[:, shared:],
+            logits = self.model(
+                input_ids=torch.cat([input_ids[:, shared:], nodes], dim=1),
                 pixel_values=torch.cat(pixels) if pixels else None,
-                position_ids=torch.arange(shared, prompt)[None].expand(batch, -1),
+                attention_mask=tree.attention_mask(shared, tail, self.lm.dtype).expand(batch, -1, -1, -1),
+                position_ids=positions[None].expand(batch, -1),
                 cache=cache,
                 use_cache=True,
-                logits_to_keep=1,
-            ).logits[:, -1]
-        first = first.float().log_softmax(-1)  # (B, V)
-        scores = first[:, [a[0] for a in answers]]  # (B, K): every option's first token
-        if longest > 1:
-            # Right-padded options after each prompt: causal attention never lets a real token see the
-            # padding after it, so no mask is needed; padded positions are simply not read.
-            continuation = torch.full((len(options), longest - 1), tokenizer.pad_token_id, dtype=torch.long)
-            for row, a in zip(continuation, answers):
-                row[: len(a) - 1] = torch.tensor(a[:-1])
-            cache.batch_repeat_interleave(len(options))  # rows: prompt 0 with option 0, 1, ..., prompt 1, ...
-            rows = batch * len(options)
-            with self._many_rows():
-                logits = self.lm(
-                    input_ids=continuation.repeat(batch, 1),
-                    position_ids=torch.arange(prompt, prompt + longest - 1)[None].expand(rows, -1),
-                    cache=cache,
-                    use_cache=True,
-                ).logits  # (B * K, L - 1, V): position j predicts token j + 1
-            logprobs = logits.float().log_softmax(-1).view(batch, len(options), longest - 1, -1)
-            for k, a in enumerate(answers):
-                targets = torch.tensor(a[1:], dtype=torch.long)
-                scores[:, k] += logprobs[:, k, torch.arange(len(targets)), targets].sum(-1)
+                logits_to_keep=read,
+            ).logits  # (B, 1 + nodes, V): row 0 predicts every option's first token, row 1 + i node i's child
+        logprobs = logits.float().log_softmax(-1)
+        option, row, token = (torch.tensor(column, dtype=torch.long) for column in zip(*tree.reads))
+        scores = torch.zeros(batch, len(options)).index_add_(1, option, logprobs[:, row, token])
         probs = scores.softmax(-1).tolist()
         return [dict(zip(options, row)) for row in probs]
 
@@ -536,6 +528,50 @@ class Engine:
         cache = copy.deepcopy(self._shared_prefix[1])
         cache.batch_repeat_interleave(input_ids.shape[0])
         return cache, shared
+
+
+@dataclass(frozen=True)
+class OptionTree:
+    """The options' tokens as a prefix tree, scored in the prompt's forward: the tokens options share
+    ("FR", "-" of "FR-I" and "FR-II") are fed once, each node attends to the prompt and its own
+    ancestors (a tree attention mask) at the position it would have after the prompt."""
+
+    tokens: list[int]  # the nodes whose logits are read: every option token but the last (end of turn)
+    parents: list[int]  # each node's parent node, -1 for the prompt; a parent comes before its children
+    depths: list[int]  # 0 for an option's first token
+    reads: list[tuple[int, int, int]]  # (option, row, token): row 0 the prompt's last position, 1 + i node i
+
+    @classmethod
+    def of(cls, answers: list[list[int]]) -> OptionTree:
+        index: dict[tuple[int, ...], int] = {}
+        tokens, parents, depths, reads = [], [], [], []
+        for option, answer in enumerate(answers):
+            row = 0
+            for depth, token in enumerate(answer):
+                reads.append((option, row, token))
+                if depth + 1 == len(answer):
+                    break  # what follows the last token is not scored
+                prefix = tuple(answer[: depth + 1])
+                if prefix not in index:
+                    index[prefix] = len(tokens)
+                    tokens.append(token), parents.append(row - 1), depths.append(depth)
+                row = 1 + index[prefix]
+        return cls(tokens, parents, depths, reads)
+
+    def attention_mask(self, cached: int, prompt: int, dtype: torch.dtype) -> torch.Tensor:
+        """(1, 1, prompt + nodes, cached + prompt + nodes) additive mask for `prompt` new prompt tokens
+        after `cached` ones in the KV cache, then the nodes: causal over the prompt, tree over the nodes."""
+        nodes = len(self.tokens)
+        allowed = torch.zeros(prompt + nodes, cached + prompt + nodes, dtype=torch.bool)
+        allowed[:prompt, : cached + prompt] = torch.ones(prompt, cached + prompt).tril(cached).bool()
+        allowed[prompt:, : cached + prompt] = True
+        ancestry = torch.eye(nodes, dtype=torch.bool)
+        for node, parent in enumerate(self.parents):
+            if parent >= 0:
+                ancestry[node] |= ancestry[parent]
+        allowed[prompt:, cached + prompt :] = ancestry
+        mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
+        return mask[None, None]
 
 
 def _pick(logits: torch.Tensor, temperature: float, generator: torch.Generator) -> int:

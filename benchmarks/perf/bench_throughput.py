@@ -4,8 +4,8 @@
         [--tasks b6,b1,galaxymnist]
 
 For each task: held-out images are simulated and rendered first (not timed), then every image is scored
-against the task's answers, one image at a time (Engine.score_options: one prompt forward, then the
-answers in one batch) and --batch images at a time (Engine.score_options_batch, what `astrovlm bench run`
+against the task's answers, one image at a time (Engine.score_options: the prompt and the answers' token
+tree in one forward) and --batch images at a time (Engine.score_options_batch, what `astrovlm bench run`
 does). Printed per task and way: images/s (wall clock), images per CPU-second (process CPU time: what
 free cores would give when other work shares the machine), the number of answers ranked, and the target.
 """

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from test_vlm_model import images, tiny_model, user
 
-from vlm.engine import ContextTruncatedWarning, Engine, EngineConfig
+from vlm.engine import ContextTruncatedWarning, Engine, EngineConfig, OptionTree
 from vlm.processor import IGNORE_INDEX, IMAGE_TOKEN, AstroVLMProcessor
 
 FLOAT32 = EngineConfig(dtype="float32")
@@ -145,6 +145,23 @@ def test_score_options_equals_one_full_forward_per_option(tokenizer, options):
 
     with pytest.raises(ValueError, match="distinct"):
         engine.score_options(image, "Which?", ["yes", "yes"])
+
+
+def test_the_option_tree_feeds_shared_tokens_once_and_hides_sibling_options():
+    # "FR-I" and "FR-II" as [FR, -, I, end] and [FR, -, II, end]; "no" as [no, end]
+    fr, dash, one, two, no, end = 5, 6, 7, 8, 9, 2
+    tree = OptionTree.of([[fr, dash, one, end], [fr, dash, two, end], [no, end]])
+    assert tree.tokens == [fr, dash, one, two, no]  # the end tokens are read, never fed
+    assert tree.parents == [-1, 0, 1, 1, -1] and tree.depths == [0, 1, 2, 2, 0]
+    second = [(row, token) for option, row, token in tree.reads if option == 1]
+    assert second == [(0, fr), (1, dash), (2, two), (4, end)]  # row 0: the prompt's last position
+    allowed = tree.attention_mask(cached=3, prompt=2, dtype=torch.float32)[0, 0] == 0
+    assert allowed.shape == (2 + 5, 3 + 2 + 5)
+    assert allowed[0, :4].all() and not allowed[0, 4:].any()  # the prompt stays causal
+    assert allowed[2:, :5].all()  # every node sees the whole prompt
+    nodes = allowed[2:, 5:]
+    assert nodes[3].tolist() == [True, True, False, True, False]  # "II" sees FR, -, itself; not "I"
+    assert nodes[4].tolist() == [False, False, False, False, True]
 
 
 def test_a_batch_of_images_scores_as_each_image_alone(tokenizer):
