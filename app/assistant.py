@@ -130,10 +130,11 @@ class LocalBackend:
         self.engine, self.list_tools = engine, list_tools
 
     @classmethod
-    def load(cls, adapter_dir=None, **options) -> LocalBackend:
+    def load(cls, adapter_dir=None, config=None, **options) -> LocalBackend:
+        """The shipped model (or the adapter in `adapter_dir`) run as `config` (a vlm.engine.EngineConfig)."""
         from vlm.engine import Engine
 
-        return cls(Engine.load(adapter_dir=adapter_dir), **options)
+        return cls(Engine.load(adapter_dir=adapter_dir, config=config), **options)
 
     @property
     def model_name(self) -> str:

@@ -25,6 +25,7 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
+from app import compute
 from app.assistant import (
     Assistant,
     OpenAIBackend,
@@ -141,7 +142,7 @@ class ChatApp:
         assistant = self.assistant_for(session)
         answer = None  # index in chat of the streaming answer
         steps: dict[str, int] = {}
-        events = start(assistant)
+        events = compute.iterate(lambda: start(assistant))
         try:
             for event in events:
                 if isinstance(event, TextDelta):
@@ -210,7 +211,7 @@ class ChatApp:
             except ValueError as exc:
                 raise gr.Error(f"could not read the image: {' '.join(str(exc).split())}") from None
         history, lines, text = [user_message(*parts, question)], [], ""
-        for event in self.local.respond(history, max_new_tokens=self.max_new_tokens):
+        for event in compute.iterate(lambda: self.local.respond(history, max_new_tokens=self.max_new_tokens)):
             if isinstance(event, TextDelta):
                 text += event.text
             elif isinstance(event, ToolResult):
@@ -328,7 +329,7 @@ class ChatApp:
         export.click(self.hitl_export, [name], [exported, status])
 
     def _tool(self, name: str, arguments: dict, images=()) -> dict:
-        output = self.local.runner.run(name, arguments, list(images))
+        output = compute.call(self.local.runner.run, name, arguments, list(images))
         if not output.ok:
             raise gr.Error(output.result["error"])
         return output

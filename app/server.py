@@ -28,6 +28,7 @@ import logging
 import threading
 import time
 import uuid
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -37,6 +38,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from app import compute
 from app.assistant import Assistant, TextDelta, ToolCall, TurnEnd
 from app.images import ChatImage
 from data_builders.io import ImageReadError, ReadLimits
@@ -130,7 +132,6 @@ class Server:
     def __init__(self, assistant: Assistant, config: ServerConfig | None = None):
         self.assistant, self.config = assistant, config or ServerConfig()
         self.model_name = assistant.backend.model_name
-        self._model_lock = threading.Lock()  # the engine answers one request at a time
         self._waiting = 0
         self._counter_lock = threading.Lock()
         self.app = self._build_app()
@@ -165,7 +166,7 @@ class Server:
                 return StreamingResponse(
                     self._sse(history, options, include_usage), media_type="text/event-stream"
                 )
-            return self._completion(await asyncio.to_thread(self._run_all, history, options))
+            return self._completion(await asyncio.wrap_future(self._submit(self._run_all, history, options)))
 
         @app.api_route("/{path:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
         async def unknown(path: str):
@@ -287,18 +288,23 @@ class Server:
 
     # ------------------------------------------------------------------------- answering
 
-    def _events(self, history: list[dict], options: dict, cancelled: threading.Event):
+    def _submit(self, work, *args) -> Future:
+        """`work` queued on the model thread (app/compute.py), counted as waiting until it has run."""
         with self._counter_lock:
             self._waiting += 1
-        try:
-            with self._model_lock:
-                for event in self.assistant.respond(history, **options):
-                    yield event
-                    if cancelled.is_set():
-                        return
-        finally:
-            with self._counter_lock:
-                self._waiting -= 1
+        future = compute.submit(work, *args)
+        future.add_done_callback(lambda _: self._leave())
+        return future
+
+    def _leave(self) -> None:
+        with self._counter_lock:
+            self._waiting -= 1
+
+    def _events(self, history: list[dict], options: dict, cancelled: threading.Event):
+        for event in self.assistant.respond(history, **options):  # one at a time: the model thread's
+            yield event
+            if cancelled.is_set():
+                return
 
     def _run_all(self, history, options) -> list:
         return list(self._events(history, options, threading.Event()))
@@ -320,8 +326,8 @@ class Server:
         }
 
     async def _sse(self, history, options, include_usage: bool):
-        """Server-sent events: the model runs in a thread and hands its events over a queue; a client
-        that goes away cancels the reply at its next token."""
+        """Server-sent events: the model thread hands the events over a queue; a client that goes away
+        cancels the reply at its next token."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
         cancelled = threading.Event()
@@ -346,7 +352,7 @@ class Server:
             }  # fmt: skip
             return f"data: {json.dumps(body)}\n\n"
 
-        threading.Thread(target=produce, daemon=True, name="astrovlm-reply").start()
+        self._submit(produce)
         try:
             yield chunk({"role": "assistant", "content": ""})
             calls = 0

@@ -18,6 +18,7 @@ import concurrent.futures
 import io
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -217,9 +218,6 @@ class ToolRunner:
         self._validators = {
             name: Draft202012Validator(ALL_TOOL_SPECS[name]["parameters"]) for name in self.allowed
         }
-        # A worker that runs past its time limit cannot be killed: it finishes in the background while
-        # the conversation goes on with an error result; two workers keep one such call from blocking all.
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="tool")
 
     def specs(self, n_images: int | None = None) -> list[dict]:
         """The allowed tools in OpenAI's `tools=` form. With n_images (>= 1), `image_index` is bounded by
@@ -260,7 +258,7 @@ class ToolRunner:
                     f"image_index {index} is out of range: the conversation has {len(images)} image(s)"
                 )
             target = (images[index],) if on_image else ()
-            future = self._pool.submit(TOOLS[name], self.resources, *target, **arguments)
+            future = _in_own_thread(TOOLS[name], self.resources, *target, **arguments)
             try:
                 result, visual = future.result(timeout=self.timeout_s)
             except concurrent.futures.TimeoutError:
@@ -275,5 +273,20 @@ class ToolRunner:
         arguments = arguments if isinstance(arguments, dict) else {}
         return ToolOutput(name, arguments, result, visual, time.perf_counter() - start)
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+
+def _in_own_thread(fn: Callable, *args, **kwargs) -> concurrent.futures.Future:
+    """fn's result, computed in a thread of its own that ends with it. A call past its time limit cannot
+    be killed: it finishes in the background while the conversation goes on with an error result. Not a
+    pool: a live thread that has run torch keeps its OpenMP team, and more OpenMP threads than CPUs slow
+    every later decode step (app/compute.py)."""
+    future: concurrent.futures.Future = concurrent.futures.Future()
+
+    def work():
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # handed to the caller with its traceback
+            future.set_exception(exc)
+
+    # not a daemon: at exit the interpreter waits for it, rather than stopping it inside torch (abort)
+    threading.Thread(target=work, name="astrovlm-tool").start()
+    return future

@@ -3,6 +3,7 @@
     astrovlm bench list
     astrovlm bench run --out runs/bench/lora [--adapter runs/vlm/adapter] [--tasks b1,b3] [--n 200]
     astrovlm bench run --out runs/bench/base --base       # SmolLM2 + LVM with an untrained projector
+    astrovlm bench run --out runs/bench/int8 --int8       # the default with int8 LM weights
     astrovlm bench run --out runs/bench/probe --probe     # vision only: linear probe on LVM features
     astrovlm bench run --out runs/bench/gen --mode generate --tasks galaxymnist-zeroshot   # free text
     astrovlm bench run --out runs/bench/gpt4o --openai gpt-4o [--base-url URL] [--api-key KEY]
@@ -54,6 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--probe-train", type=int, default=1000, help="training images of the probe (seed 0)")
     run.add_argument("--mode", choices=("score", "generate"), default="score",
                      help="score: rank the options by likelihood (default); generate: free text, parsed")  # fmt: skip
+    run.add_argument("--int8", action="store_true",
+                     help="the local model's LM linear layers in int8 (EngineConfig.int8_weights)")  # fmt: skip
     run.add_argument("--no-progress", action="store_true")
     run.set_defaults(func=run_run)
 
@@ -116,7 +119,8 @@ def run_run(args) -> None:
         backend = OpenAIChat(args.openai, args.base_url, args.api_key or os.environ.get("OPENAI_API_KEY"))
         backend_for = lambda task: backend  # noqa: E731 -- one model answers every task
     else:
-        backend_for = local_backends(None if args.base else args.adapter, args.base, args.mode)
+        adapter = None if args.base else args.adapter
+        backend_for = local_backends(adapter, args.base, args.mode, int8_weights=args.int8)
     options = {"data": args.data, "data_format": args.data_format, "shuffle_check": args.shuffle_check,
                "context": args.context}  # fmt: skip
     run_tasks(tasks, backend_for, Path(args.out), args.n, args.seed, not args.no_progress, **options)
@@ -129,12 +133,13 @@ def probe_backends(n_train: int, progress: bool):
     return partial(LinearProbe.fit, n_train=n_train, progress=progress)
 
 
-def local_backends(adapter: str | None, base: bool, mode: str = "score"):
+def local_backends(adapter: str | None, base: bool, mode: str = "score", int8_weights: bool = False):
     from benchmarks.runner import Generation, OptionScoring
-    from vlm.engine import Engine
+    from vlm.engine import Engine, EngineConfig
     from vlm.model import build_astrovlm
 
-    engine = Engine(*build_astrovlm()) if base else Engine.load(adapter_dir=adapter)
+    config = EngineConfig(int8_weights=int8_weights)
+    engine = Engine(*build_astrovlm(), config) if base else Engine.load(adapter_dir=adapter, config=config)
     backend = OptionScoring(engine) if mode == "score" else Generation(engine)
     return lambda task: backend
 

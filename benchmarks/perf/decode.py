@@ -12,6 +12,7 @@ runs in a fresh process, so peak RSS and load time are its own:
     engine-{fp32,bf16}          vlm.engine's own decode loop over a DynamicCache (engine-bf16 is the default)
     engine-{fp32,bf16}-static   the same over one preallocated StaticCache
     engine-{fp32,bf16}-compile  StaticCache + torch.compile'd decode step (the first reply pays the compilation)
+    engine-int8[-compile]       the LM's linear layers in int8, bfloat16 activations (EngineConfig.int8_weights)
     engine-bf16-tools           the default with the chat's tools guided (each token masked by tool_grammar)
 
 Every reply answers the same question about skimage's Hubble Deep Field, with stopping disabled so that it
@@ -44,6 +45,11 @@ VARIANTS = {  # name: (how to generate, EngineConfig fields)
     "engine-bf16-static": ("engine", {"dtype": "bfloat16", "cache": "static"}),
     "engine-fp32-compile": ("engine", {"dtype": "float32", "cache": "static", "compile": True}),
     "engine-bf16-compile": ("engine", {"dtype": "bfloat16", "cache": "static", "compile": True}),
+    "engine-int8": ("engine", {"dtype": "bfloat16", "int8_weights": True}),
+    "engine-int8-compile": (
+        "engine",
+        {"dtype": "bfloat16", "cache": "static", "compile": True, "int8_weights": True},
+    ),
 }
 QUESTION = "Describe this image in detail: what objects do you see, and what are their colours?"
 TARGET_TOKENS_PER_S = 60
@@ -175,8 +181,9 @@ def run_variant(name: str, threads: int, tokens: int, runs: int) -> dict:
 
 
 def agreement(row: dict, rows: dict[str, dict]) -> str:
-    """Leading characters the greedy answer shares with the eager engine run of the same dtype."""
-    reference = rows.get("engine-bf16" if "bf16" in row["name"] else "engine-fp32")
+    """Leading characters the greedy answer shares with the eager engine run of the same weights."""
+    dtype = next(d for d in ("int8", "bf16", "fp32") if d in row["name"])
+    reference = rows.get(f"engine-{dtype}")
     if reference is None or reference is row:
         return "ref" if reference is row else "-"
     a, b = row["text"], reference["text"]

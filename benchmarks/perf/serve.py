@@ -2,7 +2,7 @@
 no errors, p50/p95 time to first token and tokens/s, RSS growth <= 5 %).
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/perf/serve.py [--clients 8] [--seconds 60] [--tokens 48]
-        [--threads 2] [--json out/perf/serve.json]
+        [--threads 2] [--json out/perf/serve.json] [--serve-args "--int8 --compile"]
 
 The server is the real command in its own process (`astrovlm serve`, the default model, 127.0.0.1 on a free
 port). Each client is a thread with the official openai client that sends, back to back until time is up,
@@ -95,6 +95,9 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=48, help="max_tokens of each request")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the server")
     parser.add_argument("--json", default="out/perf/serve.json")
+    parser.add_argument(
+        "--serve-args", default="", help='more `astrovlm serve` options, e.g. "--int8 --compile"'
+    )
     args = parser.parse_args()
 
     port = free_port()
@@ -108,6 +111,7 @@ def main() -> None:
         str(port),
         "--max-queue",
         str(args.clients * 2),
+        *args.serve_args.split(),
     ]
     server = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
     try:

@@ -44,8 +44,8 @@ def stop(process: subprocess.Popen) -> None:
 
 
 def test_astrovlm_serve_answers_the_openai_client_and_wants_its_key():
-    port = free_port()
-    process = start("serve", "--port", str(port), "--api-key", "k", "--max-new-tokens", "8")
+    port = free_port()  # with int8 weights (the chat test below runs the default bfloat16 model)
+    process = start("serve", "--port", str(port), "--api-key", "k", "--max-new-tokens", "8", "--int8")
     try:
         assert wait_for(f"http://127.0.0.1:{port}/v1/models", process).status_code == 401
         client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="k", max_retries=0)

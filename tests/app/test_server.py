@@ -11,6 +11,7 @@ import openai
 import pytest
 from openai import OpenAI
 
+from app import compute
 from app.assistant import Assistant, LocalBackend
 from app.examples import EXAMPLES
 from app.server import Server, ServerConfig
@@ -197,7 +198,8 @@ def test_the_api_key_is_required_and_unknown_endpoints_are_404(server):
 
 def test_overload_gets_429_at_once_and_the_waiting_request_is_served(server):
     hello = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
-    server._model_lock.acquire()  # the model is busy with someone else's reply
+    busy = threading.Event()
+    compute.submit(busy.wait)  # the model thread is busy with someone else's reply
     try:
         results = {}
         waiters = [
@@ -215,7 +217,7 @@ def test_overload_gets_429_at_once_and_the_waiting_request_is_served(server):
         assert refused.status_code == 429 and refused.headers["retry-after"] == "2"
         assert time.monotonic() - start < 5
     finally:
-        server._model_lock.release()
+        busy.set()
     for waiter in waiters:
         waiter.join(60)
     assert [results[i].status_code for i in range(2)] == [200, 200]

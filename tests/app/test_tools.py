@@ -126,7 +126,6 @@ def test_a_call_without_an_image_or_past_its_time_limit_is_an_error(runner):
     slow = ToolRunner(timeout_s=0.001, resources=ToolResources())  # its gallery is built on first use
     output = slow.run("find_similar", {}, [ChatImage.read(EXAMPLES[0].path)])
     assert "took longer than 0.001 s" in output.result["error"]
-    slow.close()
 
 
 def test_the_allow_list_limits_the_tools_offered_and_run():

@@ -182,6 +182,22 @@ def test_a_batch_of_images_scores_as_each_image_alone(tokenizer):
     torch.testing.assert_close(torch.tensor(list(got.values())).log(), expected, rtol=1e-4, atol=1e-4)
 
 
+def test_int8_weights_quantize_every_lm_linear_layer_and_keep_the_answers(tokenizer):
+    full = tiny_engine(tokenizer)
+    int8 = tiny_engine(tokenizer, EngineConfig(dtype="float32", int8_weights=True))
+    linears = [m for m in int8.lm.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and all(type(m.weight).__name__ == "Int8Tensor" for m in linears)
+    pictures, options = images(2, seed=5), ["FR-I", "FR-II", "a compact source"]
+    for exact, rounded in zip(
+        full.score_options_batch(pictures, "Which class?", options),
+        int8.score_options_batch(pictures, "Which class?", options),
+    ):
+        assert max(abs(exact[o] - rounded[o]) for o in options) < 0.01
+    reply = int8.chat([user("Describe the image.", images(1))], max_new_tokens=8)
+    pieces = list(reply)
+    assert pieces and "".join(pieces) == reply.text and reply.completion_tokens <= 8
+
+
 # ----------------------------------------------------------------------------- astrovlm ask
 
 
