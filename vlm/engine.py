@@ -19,8 +19,9 @@ Decoding is our own loop over the KV cache rather than `generate()` with a strea
 machinery (logits processors, stopping criteria, a streamer queue and its thread). The matmuls are ~80 %
 of a decode step (each step reads every weight once), so what counts is the bytes: the default bfloat16
 weights read half as many, ~1.3x float32's tokens/s on the project's AVX2 CPU (benchmarks/perf/decode.py
-has the figures). A static cache with a torch.compile'd step adds 5-10 % for ~20 s (warm inductor cache)
-to minutes of compilation per process and cache size: an option for a long-lived server. CPUs without
+has the figures). A static cache with a torch.compile'd step, its weights frozen into the graph and its
+matmul kernels autotuned, doubles that (27.5 -> 58.6 tokens/s on 2 EPYC cores; 73.8 with int8 weights)
+for 1-2 minutes of compilation per process and cache size: an option for a long-lived server. CPUs without
 native bfloat16 (AVX2) run a bfloat16 matmul of many rows on a slow path (~10x float32), so there forwards
 of many tokens (the prompt, option scoring) compute their linear layers in float32 (`_Float32Matmuls`):
 the time to first token stays float32's. CPUs with it (AVX512-BF16, AMX) keep bfloat16 throughout.
@@ -80,7 +81,7 @@ class EngineConfig:
     cache: str = "dynamic"  # "static": a preallocated KV cache (prompt + answer, in blocks of 256 tokens)
     compile: bool = False  # torch.compile the decode step (needs cache="static"); slow to start
     # the LM's linear layers in int8 (weight-only, torchao): half the bytes per decode step, which pays
-    # with compile=True (1.7x bfloat16's tokens/s); eager, the int8 kernels' call overhead makes it slower
+    # with compile=True (1.26x bfloat16's tokens/s); eager, the int8 kernels' call overhead makes it slower
     int8_weights: bool = False
     max_context: int | None = 2048  # prompt + answer, in tokens; None: the LM's max_position_embeddings
     seed: int = 0  # of sampling (temperature > 0); replies are reproducible
@@ -185,6 +186,24 @@ def load_image(source, size: int) -> np.ndarray:
     return prepare_image(image.data, domain, image.bands, size, crop=False)
 
 
+def _compiled_step(lm: torch.nn.Module) -> Callable:
+    """lm.forward compiled for fixed shapes (one token, a static cache). The weights never change here,
+    so inductor may fold them into the graph (freezing: oneDNN's prepacked layouts) and time its matmul
+    kernels to pick the fastest (max-autotune): on 2 cores 58.6 tokens/s instead of ~25 plain compiled
+    in bfloat16, 73.8 instead of 46.5 with int8 weights (benchmarks/perf/decode.py)."""
+    import torch._inductor.config as inductor_config
+
+    compiled = torch.compile(lm.forward, fullgraph=True, dynamic=False, mode="max-autotune-no-cudagraphs")
+
+    def step(**inputs):
+        # freezing is read where the graph is compiled, at the first call (and on a recompile), outside
+        # what torch.compile's options= patches
+        with inductor_config.patch(freezing=True):
+            return compiled(**inputs)
+
+    return step
+
+
 def _quantize_int8(lm: torch.nn.Module) -> None:
     """The LM's linear layers (LM head included; the embedding stays) in int8, one scale per output
     channel; activations keep their dtype. A decode step then reads half the bytes."""
@@ -240,7 +259,7 @@ class Engine:
         self._many_rows = _Float32Matmuls if slow_bf16 else contextlib.nullcontext
         self._step = self.lm.forward
         if self.config.compile:
-            self._step = torch.compile(self.lm.forward, fullgraph=True, dynamic=False)
+            self._step = _compiled_step(self.lm)
 
     @classmethod
     def load(

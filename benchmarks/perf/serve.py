@@ -2,7 +2,7 @@
 no errors, p50/p95 time to first token and tokens/s, RSS growth <= 5 %).
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/perf/serve.py [--clients 8] [--seconds 60] [--tokens 48]
-        [--threads 2] [--json out/perf/serve.json] [--serve-args "--int8 --compile"]
+        [--threads 2] [--json out/perf/serve.json] [--serve-args="--int8 --compile"]
 
 The server is the real command in its own process (`astrovlm serve`, the default model, 127.0.0.1 on a free
 port). Each client is a thread with the official openai client that sends, back to back until time is up,

@@ -51,6 +51,17 @@ def test_streamed_pieces_concatenate_to_the_greedy_answer(tokenizer, cache):
     assert list(reply) == pieces  # a finished reply iterates again from the start
 
 
+@pytest.mark.slow
+def test_the_compiled_step_answers_as_the_eager_one(tokenizer):
+    """torch.compile with frozen weights and autotuned kernels (EngineConfig.compile), float32."""
+    conversation = [user("Describe the image.", images(1))]
+    eager = tiny_engine(tokenizer).chat(conversation, max_new_tokens=12, stream=False)
+    compiled = tiny_engine(tokenizer, EngineConfig(dtype="float32", cache="static", compile=True))
+    for _ in range(2):  # the first reply compiles, the second reuses the compiled step
+        reply = compiled.chat(conversation, max_new_tokens=12, stream=False)
+        assert (reply.text, reply.completion_tokens) == (eager.text, eager.completion_tokens)
+
+
 def test_a_conversation_keeps_its_history_and_its_images(tokenizer):
     engine = tiny_engine(tokenizer)
     chat = engine.conversation(system_prompt="Be brief.")
