@@ -301,7 +301,7 @@ class Server:
             self._waiting -= 1
 
     def _events(self, history: list[dict], options: dict, cancelled: threading.Event):
-        for event in self.assistant.respond(history, **options):  # one at a time: the model thread's
+        for event in self.assistant.respond(history, **options):  # on the model thread: one at a time
             yield event
             if cancelled.is_set():
                 return

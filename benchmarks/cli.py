@@ -133,13 +133,19 @@ def probe_backends(n_train: int, progress: bool):
     return partial(LinearProbe.fit, n_train=n_train, progress=progress)
 
 
-def local_backends(adapter: str | None, base: bool, mode: str = "score", int8_weights: bool = False):
-    from benchmarks.runner import Generation, OptionScoring
+def local_engine(adapter: str | None, base: bool, int8_weights: bool = False):
+    """The project's model: the untrained assembly (base), or the shipped or given adapter."""
     from vlm.engine import Engine, EngineConfig
     from vlm.model import build_astrovlm
 
     config = EngineConfig(int8_weights=int8_weights)
-    engine = Engine(*build_astrovlm(), config) if base else Engine.load(adapter_dir=adapter, config=config)
+    return Engine(*build_astrovlm(), config) if base else Engine.load(adapter_dir=adapter, config=config)
+
+
+def local_backends(adapter: str | None, base: bool, mode: str = "score", int8_weights: bool = False):
+    from benchmarks.runner import Generation, OptionScoring
+
+    engine = local_engine(adapter, base, int8_weights)
     backend = OptionScoring(engine) if mode == "score" else Generation(engine)
     return lambda task: backend
 
@@ -162,11 +168,7 @@ def run_boxes_command(args) -> None:
         key = args.api_key or os.environ.get("OPENAI_API_KEY")
         backend = OpenAIChat(args.openai, args.base_url, key, max_new_tokens=args.max_new_tokens)
     else:
-        from vlm.engine import Engine
-        from vlm.model import build_astrovlm
-
-        engine = Engine(*build_astrovlm()) if args.base else Engine.load(adapter_dir=args.adapter)
-        backend = Generation(engine, max_new_tokens=args.max_new_tokens)
+        backend = Generation(local_engine(args.adapter, args.base), max_new_tokens=args.max_new_tokens)
     config = BoxConfig(args.out, args.family, args.box_class, args.n, args.seed)
     metrics = run_boxes(backend, config, progress=not args.no_progress)
     print(
