@@ -22,8 +22,8 @@ from vlm.engine import DEFAULT_ADAPTER_DIR
 from vlm.model import FULL_LM_DIR, LORA_DIR, PROJECTOR_FILE
 
 RETRAIN = (
-    "make vlm-default   # = make vlm-data, then astrovlm train projector-smollm2 --out runs/vlm-stage1 "
-    "and astrovlm train lora-smollm2 --out runs/vlm-default"
+    "make vlm-default   # = make vlm-data, then astrovlm train projector-smollm2 --out runs/vlm-stage1, "
+    "astrovlm train lora-smollm2 --out runs/vlm-stage2 and astrovlm train lora-smollm2-tasks --out runs/vlm-default"
 )
 
 
@@ -87,6 +87,8 @@ def stage_section(number: int, config: dict, metrics: dict) -> str:
     }[config["stage"]]
     start = f", starting from {config['init_adapter']}" if config.get("init_adapter") else ""
     lm_lr = f"LM lr {config['lr']:g}, " if config["stage"] != "projector" else ""
+    groups = config.get("length_groups", 1)
+    grouped = f", batches cut from runs of {groups} sorted by length" if groups > 1 else ""
     timing = (
         f"{metrics['train_seconds'] / 60:.0f} min of training on {metrics['processes']} process(es) of a "
         f"2-core CPU ({metrics['mixed_precision']} mixed precision), {metrics['tokens_per_s']:.0f} tokens/s; "
@@ -98,7 +100,7 @@ def stage_section(number: int, config: dict, metrics: dict) -> str:
 
 - Trains {what}{start}: {config["steps"]} steps of {config["batch_size"]} conversations
   (x{config["grad_accum"]} accumulation), {lm_lr}projector lr {config["projector_lr"]:g}, warm-up
-  {config["warmup"]} steps then cosine, conversations cut at {config["max_length"]} tokens.
+  {config["warmup"]} steps then cosine, conversations cut at {config["max_length"]} tokens{grouped}.
 - Time: {timing}.
 
 | set | weight | kinds of dialogue |
@@ -109,10 +111,12 @@ def stage_section(number: int, config: dict, metrics: dict) -> str:
 
 def model_card(chain: list[tuple[dict, dict]], quality: str | None) -> str:
     config, metrics = chain[-1]
-    before, after = metrics.get("forgetting_before"), metrics.get("forgetting_after")
+    # before the first stage that scored it (the untouched LM) against after the last
+    before = next((m["forgetting_before"] for _, m in chain if m.get("forgetting_before")), None)
+    after = metrics.get("forgetting_after")
     forgetting = (
         f"General knowledge (vlm/data/general_knowledge.yaml, {before['n']} four-option questions, option "
-        f"scoring): accuracy {before['accuracy']:.3f} before training, {after['accuracy']:.3f} after "
+        f"scoring): accuracy {before['accuracy']:.3f} before the first stage, {after['accuracy']:.3f} after the last "
         f"({after['accuracy'] / before['accuracy']:.0%} kept); mean probability of the right option "
         f"{before['mean_p_correct']:.3f} -> {after['mean_p_correct']:.3f}."
         if before and after

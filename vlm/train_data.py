@@ -2,6 +2,7 @@
 
     sets = [ConversationSet(DataSource("data/radio-b3", weight=2, kinds=["classify"]))]
     plan = mixture_plan(sets, n=steps * batch, seed=0)           # (n, 2): set index, example index
+    plan = group_by_length(plan, sets, slots=8 * batch)           # optional: less padding per batch
     dataset = PlannedConversations(sets, plan, processor, max_length=384)
     loader = DataLoader(dataset, batch_size=8, collate_fn=dataset.collate)
 
@@ -65,6 +66,13 @@ class ConversationSet:
         ).reshape(-1, 2)
         if len(self.examples) == 0:
             raise ValueError(f"{source.path}: no dialogues of kinds {sorted(wanted)}")
+        # characters of each example's text: a cheap proxy of its length in tokens (images add a
+        # constant count each, and nearly every dialogue has one)
+        conversations = self.rows["conversations"]
+        self.text_lengths = np.array(
+            [sum(len(turn["value"]) for turn in conversations[row][d]) for row, d in self.examples],
+            dtype=np.int64,
+        )
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -90,6 +98,19 @@ def mixture_plan(sets: list[ConversationSet], n: int, seed: int) -> np.ndarray:
         order = np.concatenate([rng.permutation(len(s)) for _ in range(epochs)]) if epochs else []
         plan[slots, 1] = order[: len(slots)]
     return plan
+
+
+def group_by_length(plan: np.ndarray, sets: list[ConversationSet], slots: int) -> np.ndarray:
+    """The plan with each run of `slots` consecutive slots sorted by text length, so that a batch cut
+    from it holds conversations of similar length and pads little (in a random mixture of short
+    classification answers and long descriptions a batch is ~1.6x its real tokens; sorted within runs of
+    8 batches ~1.1x). What is trained on, and roughly when, stays the plan's."""
+    lengths = np.array([sets[k].text_lengths[j] for k, j in plan], dtype=np.int64)
+    grouped = plan.copy()
+    for start in range(0, len(plan), slots):
+        run = slice(start, start + slots)
+        grouped[run] = plan[run][np.argsort(lengths[run], kind="stable")]
+    return grouped
 
 
 class PlannedConversations(Dataset):

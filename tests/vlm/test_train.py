@@ -21,7 +21,7 @@ from vlm.lvm import LVM, get_config
 from vlm.model import LORA_DIR, PROJECTOR_FILE
 from vlm.processor import AstroVLMProcessor
 from vlm.train import TrainConfig, list_presets, load_config, train
-from vlm.train_data import ConversationSet, DataSource, dialogue_kinds, mixture_plan
+from vlm.train_data import ConversationSet, DataSource, dialogue_kinds, group_by_length, mixture_plan
 
 tokenizer = test_vlm_model.tokenizer  # the fixture
 
@@ -51,6 +51,7 @@ def tiny_config(parts, sets, out, **fields) -> TrainConfig:
         "data": [{"path": str(sets / "radio-b6"), "weight": 2}, {"path": str(sets / "optical-gmnist")}],
         "steps": 4,
         "batch_size": 2,
+        "length_groups": 2,  # resumes must see the grouped plan's batches too
         "lr": 1e-2,
         "warmup": 1,
         "log_every": 1,
@@ -91,6 +92,19 @@ def test_the_mixture_follows_the_weights_and_uses_every_example_before_repeating
     np.testing.assert_array_equal(plan, mixture_plan([big, small], 4000, seed=0))
     assert dialogue_kinds("classify/1+presence/3") == {"classify", "presence"}
     assert dialogue_kinds("tool:image_stats/0") == {"tool"}
+
+
+def test_length_groups_sort_each_run_of_batches_and_keep_what_is_trained_on(sets):
+    chat = ConversationSet(DataSource(str(sets / "radio-b6")))
+    morphology = ConversationSet(DataSource(str(sets / "optical-gmnist")))
+    plan = mixture_plan([chat, morphology], 96, seed=0)
+    grouped = group_by_length(plan, [chat, morphology], slots=32)
+    length = np.array([[chat, morphology][k].text_lengths[j] for k, j in grouped])
+    for run in range(0, 96, 32):
+        assert sorted(map(tuple, grouped[run : run + 32])) == sorted(map(tuple, plan[run : run + 32]))
+        assert (np.diff(length[run : run + 32]) >= 0).all()
+    assert not (np.diff(length) >= 0).all()  # sorted within runs, not across them
+    assert len(chat.text_lengths) == len(chat) and chat.text_lengths.min() > 0
 
 
 def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(parts, sets, tmp_path):
@@ -176,6 +190,18 @@ def test_export_of_two_stages_ships_a_projector_only_adapter_and_describes_both(
     question = [user("What is this?", images(1))]
     trained = load(tmp_path / "s1" / "adapter").chat(question, max_new_tokens=8, stream=False).text
     assert load(stage1).chat(question, max_new_tokens=8, stream=False).text == trained
+
+
+def test_the_model_card_weighs_forgetting_from_before_the_first_stage_to_after_the_last(tmp_path):
+    from vlm.export import model_card
+
+    def stage(before, after):
+        config = TrainConfig(out=str(tmp_path), data=[{"path": "d"}]).to_dict()
+        score = {"n": 40, "mean_p_correct": 0.5}
+        return config, {"forgetting_before": {**score, "accuracy": before}, "forgetting_after": {**score, "accuracy": after}}  # fmt: skip
+
+    card = model_card([stage(0.500, 0.500), stage(0.500, 0.450), stage(0.450, 0.475)], quality=None)
+    assert "accuracy 0.500 before the first stage, 0.475 after the last (95% kept)" in card
 
 
 def tiny_model_lm(parts):
