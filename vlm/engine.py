@@ -586,7 +586,9 @@ class OptionTree:
                 prefix = tuple(answer[: depth + 1])
                 if prefix not in index:
                     index[prefix] = len(tokens)
-                    tokens.append(token), parents.append(row - 1), depths.append(depth)
+                    tokens.append(token)
+                    parents.append(row - 1)
+                    depths.append(depth)
                 row = 1 + index[prefix]
         return cls(tokens, parents, depths, reads)
 

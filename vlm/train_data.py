@@ -15,6 +15,7 @@ slots already trained on.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -66,10 +67,13 @@ class ConversationSet:
         ).reshape(-1, 2)
         if len(self.examples) == 0:
             raise ValueError(f"{source.path}: no dialogues of kinds {sorted(wanted)}")
-        # characters of each example's text: a cheap proxy of its length in tokens (images add a
-        # constant count each, and nearly every dialogue has one)
+
+    @cached_property
+    def text_lengths(self) -> np.ndarray:
+        """Characters of each example's text: a cheap proxy of its length in tokens (images add a
+        constant count each, and nearly every dialogue has one). Read only by runs that group by length."""
         conversations = self.rows["conversations"]
-        self.text_lengths = np.array(
+        return np.array(
             [sum(len(turn["value"]) for turn in conversations[row][d]) for row, d in self.examples],
             dtype=np.int64,
         )

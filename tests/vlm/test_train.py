@@ -230,6 +230,8 @@ def test_presets_load_with_overrides_and_bad_configs_fail_clearly(tmp_path):
         load_config("lora-smollm2", str(tmp_path), overrides=["stage=qlora"])
     with pytest.raises(ValueError, match="bf16 must be"):
         load_config("lora-smollm2", str(tmp_path), overrides=["bf16=yes"])
+    with pytest.raises(ValueError, match="length_groups must be an int >= 1"):
+        load_config("lora-smollm2-tasks", str(tmp_path), overrides=["length_groups=0"])
     with pytest.raises(FileNotFoundError, match="astrovlm data build"):
         ConversationSet(DataSource(str(tmp_path / "nothing")))
     with pytest.raises(ValueError, match="weight must be > 0"):
