@@ -23,8 +23,8 @@ from vlm.model import FULL_LM_DIR, LORA_DIR, PROJECTOR_FILE
 
 RETRAIN = (
     "make vlm-default   # = make vlm-data, then astrovlm train projector-smollm2 --out runs/vlm-stage1, "
-    "astrovlm train lora-smollm2 --out runs/vlm-stage2, astrovlm train lora-smollm2-tasks --out runs/vlm-stage3 "
-    "and astrovlm train lora-smollm2-hard --out runs/vlm-default"
+    "astrovlm train lora-smollm2 --out runs/vlm-stage2, astrovlm train lora-smollm2-tasks --out runs/vlm-stage3, "
+    "astrovlm train lora-smollm2-hard --out runs/vlm-stage4 and astrovlm train lora-smollm2-fr --out runs/vlm-default"
 )
 
 
