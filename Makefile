@@ -47,8 +47,9 @@ perf: install
 # The training sets of the shipped VLM and its recipe: stage 1 trains the projector
 # (vlm/train_presets/projector-smollm2.yaml), stage 2 LoRA from it (lora-smollm2.yaml), stages 3 to 5
 # more LoRA weighted to the benchmark questions answered worst (lora-smollm2-tasks.yaml,
-# lora-smollm2-hard.yaml, then lora-smollm2-fr.yaml); 5.6 h on 2 CPU cores with bfloat16 units
-# (43 + 60 + 75 + 93 + 67 min; about twice that in float32).
+# lora-smollm2-hard.yaml, then lora-smollm2-fr.yaml), stage 6 with half the questions asked before the
+# image (lora-smollm2-order.yaml); 6.8 h on 2 CPU cores with bfloat16 units
+# (43 + 60 + 75 + 93 + 67 + 72 min; about twice that in float32).
 # `astrovlm export --run runs/vlm-default` then ships it as vlm/weights/vlm-adapter.
 VLM_FAMILIES := radio-b1 radio-b2 radio-b3 radio-b4 radio-b5 radio-b6 optical-gmnist optical-lsbg optical-morphology
 vlm-data: install
@@ -63,7 +64,8 @@ vlm-default: vlm-data
 	HF_HUB_OFFLINE=1 $(BIN)/astrovlm train lora-smollm2 --out runs/vlm-stage2
 	HF_HUB_OFFLINE=1 $(BIN)/astrovlm train lora-smollm2-tasks --out runs/vlm-stage3
 	HF_HUB_OFFLINE=1 $(BIN)/astrovlm train lora-smollm2-hard --out runs/vlm-stage4
-	HF_HUB_OFFLINE=1 $(BIN)/astrovlm train lora-smollm2-fr --out runs/vlm-default
+	HF_HUB_OFFLINE=1 $(BIN)/astrovlm train lora-smollm2-fr --out runs/vlm-stage5
+	HF_HUB_OFFLINE=1 $(BIN)/astrovlm train lora-smollm2-order --out runs/vlm-default
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .ruff_cache

@@ -4,6 +4,7 @@
     astrovlm bench run --out runs/bench/lora [--adapter runs/vlm/adapter] [--tasks b1,b3] [--n 200]
     astrovlm bench run --out runs/bench/base --base       # SmolLM2 + LVM with an untrained projector
     astrovlm bench run --out runs/bench/int8 --int8       # the default with int8 LM weights
+    astrovlm bench run --out runs/bench/last --image-last     # image after the question (faster)
     astrovlm bench run --out runs/bench/probe --probe     # vision only: linear probe on LVM features
     astrovlm bench run --out runs/bench/gen --mode generate --tasks galaxymnist-zeroshot   # free text
     astrovlm bench run --out runs/bench/gpt4o --openai gpt-4o [--base-url URL] [--api-key KEY]
@@ -57,6 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="score: rank the options by likelihood (default); generate: free text, parsed")  # fmt: skip
     run.add_argument("--int8", action="store_true",
                      help="the local model's LM linear layers in int8 (EngineConfig.int8_weights)")  # fmt: skip
+    run.add_argument("--image-last", action="store_true",
+                     help="ask the local model with the image after the question: faster, for models "
+                          "trained to read that order too (EngineConfig.image_last)")  # fmt: skip
     run.add_argument("--no-progress", action="store_true")
     run.set_defaults(func=run_run)
 
@@ -120,7 +124,8 @@ def run_run(args) -> None:
         backend_for = lambda task: backend  # noqa: E731 -- one model answers every task
     else:
         adapter = None if args.base else args.adapter
-        backend_for = local_backends(adapter, args.base, args.mode, int8_weights=args.int8)
+        engine_options = {"int8_weights": args.int8, "image_last": args.image_last}
+        backend_for = local_backends(adapter, args.base, args.mode, **engine_options)
     options = {"data": args.data, "data_format": args.data_format, "shuffle_check": args.shuffle_check,
                "context": args.context}  # fmt: skip
     run_tasks(tasks, backend_for, Path(args.out), args.n, args.seed, not args.no_progress, **options)
@@ -133,19 +138,20 @@ def probe_backends(n_train: int, progress: bool):
     return partial(LinearProbe.fit, n_train=n_train, progress=progress)
 
 
-def local_engine(adapter: str | None, base: bool, int8_weights: bool = False):
-    """The project's model: the untrained assembly (base), or the shipped or given adapter."""
+def local_engine(adapter: str | None, base: bool, **engine_options):
+    """The project's model: the untrained assembly (base), or the shipped or given adapter;
+    `engine_options`: EngineConfig's fields."""
     from vlm.engine import Engine, EngineConfig
     from vlm.model import build_astrovlm
 
-    config = EngineConfig(int8_weights=int8_weights)
+    config = EngineConfig(**engine_options)
     return Engine(*build_astrovlm(), config) if base else Engine.load(adapter_dir=adapter, config=config)
 
 
-def local_backends(adapter: str | None, base: bool, mode: str = "score", int8_weights: bool = False):
+def local_backends(adapter: str | None, base: bool, mode: str = "score", **engine_options):
     from benchmarks.runner import Generation, OptionScoring
 
-    engine = local_engine(adapter, base, int8_weights)
+    engine = local_engine(adapter, base, **engine_options)
     backend = OptionScoring(engine) if mode == "score" else Generation(engine)
     return lambda task: backend
 

@@ -67,9 +67,10 @@ class Generation:
         self.engine, self.max_new_tokens = engine, max_new_tokens
 
     def ask(self, image: np.ndarray, question: str) -> str:
-        parts = [{"type": "image", "image": image}, {"type": "text", "text": question}]
         return self.engine.chat(
-            [{"role": "user", "content": parts}], max_new_tokens=self.max_new_tokens, stream=False
+            [{"role": "user", "content": self.engine.question([image], question)}],
+            max_new_tokens=self.max_new_tokens,
+            stream=False,
         ).text
 
     def predict(self, task: Task, image: np.ndarray, order=None) -> tuple[str | None, dict]:

@@ -34,7 +34,8 @@ attention mask, so each option token sees the prompt and its own option's earlie
 it would have after the prompt. score_options_batch asks many images the same question in one such
 forward. An option's score is the sum of the log-probabilities of its tokens and of the end-of-turn
 token, and a softmax over the options turns the scores into probabilities. The text before the first
-image, the same in every prompt, is kept in a KV cache. (One forward for the prompts and a second for
+image, the same in every prompt, is kept in a KV cache; asked with the image after the question
+(EngineConfig.image_last), the question is cached too. (One forward for the prompts and a second for
 every (prompt, option) pair over a repeated cache was 1.5x slower on two answers, 2.5x on eight.)
 """
 
@@ -86,6 +87,9 @@ class EngineConfig:
     max_context: int | None = 2048  # prompt + answer, in tokens; None: the LM's max_position_embeddings
     seed: int = 0  # of sampling (temperature > 0); replies are reproducible
     guided_tool_calls: bool = True  # offered tools, a tool call is decoded under their schemas
+    # option scoring asks with the images after the question (`Engine.question`): for a model trained to
+    # read that order too (TrainConfig.image_last), 1.5-2x the images/s at a small cost in macro-F1
+    image_last: bool = False
 
     def __post_init__(self):
         if self.dtype not in DTYPES:
@@ -488,6 +492,15 @@ class Engine:
         images = list(images) if isinstance(images, (list, tuple)) else [images]
         return self.score_options_batch([images], question, options)[0]
 
+    def question(self, images: list, text: str) -> list[dict]:
+        """A user turn's content asking `text` of `images`: the images first (LLaVA's order, the chat's) or,
+        with config.image_last, after the text, so that the system prompt and the question, the same for
+        every image of a benchmark, are one cached prefix and each image adds only its own tokens (B2: 22
+        + the answers' instead of 83 + the answers')."""
+        images = [{"type": "image", "image": image} for image in images]
+        text = [{"type": "text", "text": text}]
+        return text + images if self.config.image_last else images + text
+
     @torch.inference_mode()
     def score_options_batch(
         self, image_sets: list, question: str, options: list[str]
@@ -504,10 +517,9 @@ class Engine:
             raise ValueError("every prompt of a batch needs the same number of images")
         prompts = []
         for pictures in sets:
-            parts = [{"type": "image", "image": image} for image in pictures] + [
-                {"type": "text", "text": question}
-            ]
-            messages, _ = self._resolve_images([{"role": "user", "content": parts}], None)
+            messages, _ = self._resolve_images(
+                [{"role": "user", "content": self.question(pictures, question)}], None
+            )
             prompts.append(self.processor(messages, add_generation_prompt=True))
         input_ids = torch.cat([p["input_ids"] for p in prompts])
         batch, prompt = input_ids.shape
@@ -544,7 +556,7 @@ class Engine:
 
     def _prefix_cache(self, input_ids: torch.Tensor) -> tuple[DynamicCache, int]:
         """(KV cache, n) for a batch of prompts: the cache holds their first n tokens, the text before the
-        first image (system prompt and user header, a third of a benchmark prompt), computed once per
+        first image (system prompt, user header and, asked image last, the question), computed once per
         engine while that text stays the same, and copied for each batch."""
         ids = input_ids[0]
         images = (ids == self.model.config.image_token_id).nonzero()

@@ -24,7 +24,8 @@ from vlm.model import FULL_LM_DIR, LORA_DIR, PROJECTOR_FILE
 RETRAIN = (
     "make vlm-default   # = make vlm-data, then astrovlm train projector-smollm2 --out runs/vlm-stage1, "
     "astrovlm train lora-smollm2 --out runs/vlm-stage2, astrovlm train lora-smollm2-tasks --out runs/vlm-stage3, "
-    "astrovlm train lora-smollm2-hard --out runs/vlm-stage4 and astrovlm train lora-smollm2-fr --out runs/vlm-default"
+    "astrovlm train lora-smollm2-hard --out runs/vlm-stage4, astrovlm train lora-smollm2-fr --out runs/vlm-stage5 "
+    "and astrovlm train lora-smollm2-order --out runs/vlm-default"
 )
 
 
@@ -90,6 +91,13 @@ def stage_section(number: int, config: dict, metrics: dict) -> str:
     lm_lr = f"LM lr {config['lr']:g}, " if config["stage"] != "projector" else ""
     groups = config.get("length_groups", 1)
     grouped = f", batches cut from runs of {groups} sorted by length" if groups > 1 else ""
+    share = config.get("image_last", 0)
+    order = (
+        f"\n- {share:.0%} of the conversations ask with the image after the question's text (`image_last`),"
+        " so that the model reads either order (option scoring with `--image-last` caches the question)."
+        if share
+        else ""
+    )
     timing = (
         f"{metrics['train_seconds'] / 60:.0f} min of training on {metrics['processes']} process(es) of a "
         f"2-core CPU ({metrics['mixed_precision']} mixed precision), {metrics['tokens_per_s']:.0f} tokens/s; "
@@ -102,7 +110,7 @@ def stage_section(number: int, config: dict, metrics: dict) -> str:
 - Trains {what}{start}: {config["steps"]} steps of {config["batch_size"]} conversations
   (x{config["grad_accum"]} accumulation), {lm_lr}projector lr {config["projector_lr"]:g}, warm-up
   {config["warmup"]} steps then cosine, conversations cut at {config["max_length"]} tokens{grouped}.
-- Time: {timing}.
+- Time: {timing}.{order}
 
 | set | weight | kinds of dialogue |
 | --- | --- | --- |

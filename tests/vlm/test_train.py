@@ -21,7 +21,15 @@ from vlm.lvm import LVM, get_config
 from vlm.model import LORA_DIR, PROJECTOR_FILE
 from vlm.processor import AstroVLMProcessor
 from vlm.train import TrainConfig, list_presets, load_config, train
-from vlm.train_data import ConversationSet, DataSource, dialogue_kinds, group_by_length, mixture_plan
+from vlm.train_data import (
+    ConversationSet,
+    DataSource,
+    PlannedConversations,
+    dialogue_kinds,
+    group_by_length,
+    images_last,
+    mixture_plan,
+)
 
 tokenizer = test_vlm_model.tokenizer  # the fixture
 
@@ -52,6 +60,7 @@ def tiny_config(parts, sets, out, **fields) -> TrainConfig:
         "steps": 4,
         "batch_size": 2,
         "length_groups": 2,  # resumes must see the grouped plan's batches too
+        "image_last": 0.5,  # and the same order of image and question in each conversation
         "lr": 1e-2,
         "warmup": 1,
         "log_every": 1,
@@ -107,6 +116,28 @@ def test_length_groups_sort_each_run_of_batches_and_keep_what_is_trained_on(sets
     assert len(chat.text_lengths) == len(chat) and chat.text_lengths.min() > 0
 
 
+def test_image_last_slots_ask_the_question_before_the_image(tokenizer, sets):
+    turns = [{"from": "human", "value": "<image>\n<image>\nWhich class?"}, {"from": "gpt", "value": "FR-I"}]
+    assert images_last(turns) == [
+        {"from": "human", "value": "Which class?\n<image>\n<image>"},
+        {"from": "gpt", "value": "FR-I"},
+    ]
+    assert images_last(turns[1:]) == turns[1:]  # turns without an image stay as they are
+
+    processor = AstroVLMProcessor.for_model(tokenizer, tiny_model(tokenizer).config)
+    radio = ConversationSet(DataSource(str(sets / "radio-b6")))
+    plan = np.array([[0, 0], [0, 0]])
+    data = PlannedConversations([radio], plan, processor, max_length=384, image_last=np.array([False, True]))
+    first, last = data[0]["input_ids"][0], data[1]["input_ids"][0]
+    assert sorted(first.tolist()) == sorted(last.tolist())  # the same tokens, in another order
+    is_image = processor.image_token_id
+    question = radio.example(0)[0][0]["value"].replace("<image>\n", "")
+    before = tokenizer.decode(last[: int((last == is_image).nonzero()[0])])
+    assert before.endswith(question + "\n") and question not in tokenizer.decode(first[: int((first == is_image).nonzero()[0])])  # fmt: skip
+    with pytest.raises(ValueError, match="image_last"):
+        TrainConfig(out="x", data=[{"path": "x"}], image_last=1.5)
+
+
 def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(parts, sets, tmp_path):
     straight = train(tiny_config(parts, sets, tmp_path / "straight"), progress=False)
     config = tiny_config(parts, sets, tmp_path / "resumed")
@@ -130,7 +161,7 @@ def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(parts, sets,
 
 
 def test_stages_train_what_they_say_and_their_results_load(parts, sets, tmp_path):
-    projector = train(tiny_config(parts, sets, tmp_path / "p", stage="projector", steps=2), progress=False)
+    projector = train(tiny_config(parts, sets, tmp_path / "p", stage="projector", steps=2, image_last=0), progress=False)  # fmt: skip
     lora = tiny_config(parts, sets, tmp_path / "l", steps=2, init_adapter=str(tmp_path / "p" / "adapter"))
     lora_metrics = train(lora, progress=False)
     full = tiny_config(parts, sets, tmp_path / "f", stage="full", steps=2, forgetting=True)
@@ -160,6 +191,7 @@ def test_export_ships_a_lora_run_in_float16_with_a_model_card(parts, sets, tmp_p
     assert load_file(shipped / PROJECTOR_FILE)["linear_1.weight"].dtype == torch.float16
     card = (shipped / "README.md").read_text()
     assert "| task | lora |" in card and "steps" in card and "not scored" in card
+    assert "50% of the conversations ask with the image after the question" in card
 
     vision = LVM.load(parts["vision_tower"])
     load = partial(Engine.load, config=EngineConfig(dtype="float32"), language_model=parts["language_model"], vision_tower=vision)  # fmt: skip
