@@ -114,7 +114,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-        if not 0 <= self.image_last <= 1:
+        share = self.image_last
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
             raise ValueError(f"image_last must be a share in [0, 1], got {self.image_last!r}")
         check_bf16(self.bf16)
 

@@ -134,8 +134,9 @@ def test_image_last_slots_ask_the_question_before_the_image(tokenizer, sets):
     question = radio.example(0)[0][0]["value"].replace("<image>\n", "")
     before = tokenizer.decode(last[: int((last == is_image).nonzero()[0])])
     assert before.endswith(question + "\n") and question not in tokenizer.decode(first[: int((first == is_image).nonzero()[0])])  # fmt: skip
-    with pytest.raises(ValueError, match="image_last"):
-        TrainConfig(out="x", data=[{"path": "x"}], image_last=1.5)
+    for share in (1.5, -0.1, "half", True):
+        with pytest.raises(ValueError, match="image_last"):
+            TrainConfig(out="x", data=[{"path": "x"}], image_last=share)
 
 
 def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(parts, sets, tmp_path):
