@@ -6,6 +6,8 @@
     astrovlm bench run --out runs/bench/int8 --int8       # the default with int8 LM weights
     astrovlm bench run --out runs/bench/last --image-last     # image after the question (faster)
     astrovlm bench run --out runs/bench/probe --probe     # vision only: linear probe on LVM features
+    astrovlm bench calibrate [--adapter DIR] [--n 400]    # per-answer biases: DIR/calibration.json
+    astrovlm bench run --out runs/bench/cal --calibrated  # answers with the adapter's calibration
     astrovlm bench run --out runs/bench/gen --mode generate --tasks galaxymnist-zeroshot   # free text
     astrovlm bench run --out runs/bench/gpt4o --openai gpt-4o [--base-url URL] [--api-key KEY]
     astrovlm bench run --out runs/bench/real --tasks galaxymnist --data test_dataset.hdf5   # real images
@@ -23,6 +25,8 @@ import json
 import os
 from functools import partial
 from pathlib import Path
+
+from benchmarks.calibration import CALIBRATION_FILE, CALIBRATION_SEED
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -61,8 +65,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--image-last", action="store_true",
                      help="ask the local model with the image after the question: faster, for models "
                           "trained to read that order too (EngineConfig.image_last)")  # fmt: skip
+    run.add_argument("--calibrated", nargs="?", const="adapter", metavar="FILE",
+                     help="answer with per-answer biases (`bench calibrate`): FILE, or without it the "
+                          "adapter's calibration.json")  # fmt: skip
     run.add_argument("--no-progress", action="store_true")
     run.set_defaults(func=run_run)
+
+    calibrate = commands.add_parser(
+        "calibrate", help="fit per-answer biases of a model's option scores on calibration images (seed 2)"
+    )
+    calibrate.add_argument("--adapter", help="a trained adapter folder (default: the shipped one)")
+    calibrate.add_argument("--tasks", help="comma-separated task ids (default: all)")
+    calibrate.add_argument("--n", type=int, default=400, help="calibration images per task (default 400)")
+    calibrate.add_argument("--seed", type=int, default=CALIBRATION_SEED,
+                           help=f"of the calibration images (default {CALIBRATION_SEED}; the training "
+                                "sets use 0, the benchmark 1)")  # fmt: skip
+    calibrate.add_argument("--scores", default="runs/calibration",
+                           help="folder of the model's scores on them (resumes; default runs/calibration)")  # fmt: skip
+    calibrate.add_argument("--out", help="the calibration file (default: ADAPTER/calibration.json)")
+    calibrate.add_argument("--no-progress", action="store_true")
+    calibrate.set_defaults(func=run_calibrate)
 
     compare = commands.add_parser(
         "compare", aliases=["table"], help="a Markdown table of runs, one column each"
@@ -94,7 +116,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     suite = commands.add_parser(
         "suite", help="every task for the base model, the shipped default and the probe"
     )
-    suite.add_argument("--out", required=True, help="suite folder: base/, default/, probe/ and suite.md")
+    suite.add_argument(
+        "--out", required=True, help="suite folder: base/, default/, calibrated/, probe/ and suite.md"
+    )
     suite.add_argument("--tasks", help="comma-separated task ids (default: all)")
     suite.add_argument("--n", type=int, default=200, help="images per task (default 200)")
     suite.add_argument("--seed", type=int, default=1)
@@ -115,6 +139,7 @@ def run_run(args) -> None:
     from benchmarks.tasks import list_tasks, load_task
 
     tasks = [load_task(t) for t in (args.tasks.split(",") if args.tasks else list_tasks())]
+    check_local_options(args)
     if args.probe:
         backend_for = probe_backends(args.probe_train, not args.no_progress)
     elif args.openai:
@@ -125,10 +150,36 @@ def run_run(args) -> None:
     else:
         adapter = None if args.base else args.adapter
         engine_options = {"int8_weights": args.int8, "image_last": args.image_last}
-        backend_for = local_backends(adapter, args.base, args.mode, **engine_options)
+        calibration = read_calibration(args.calibrated, adapter) if args.calibrated else None
+        backend_for = local_backends(adapter, args.base, args.mode, calibration, **engine_options)
     options = {"data": args.data, "data_format": args.data_format, "shuffle_check": args.shuffle_check,
                "context": args.context}  # fmt: skip
     run_tasks(tasks, backend_for, Path(args.out), args.n, args.seed, not args.no_progress, **options)
+
+
+def check_local_options(args) -> None:
+    """Options of the local model refused where they would be ignored."""
+    local = {"--int8": args.int8, "--image-last": args.image_last, "--calibrated": args.calibrated}
+    given = [flag for flag, value in local.items() if value]
+    other = "--probe" if args.probe else "--openai" if args.openai else None
+    if given and other:
+        raise ValueError(f"{', '.join(given)}: options of the local model, not of {other}")
+    if args.calibrated and (args.base or args.mode != "score" or args.context or args.image_last):
+        raise ValueError(
+            "--calibrated: biases fitted for an adapter's option scores of the plain prompts, image first "
+            "(not with --base, --mode generate, --context or --image-last)"
+        )
+
+
+def read_calibration(path: str, adapter: str | None):
+    """The calibration file `path`, or "adapter": the one beside the adapter (default: the shipped)."""
+    from benchmarks.calibration import Calibration
+    from vlm.engine import DEFAULT_ADAPTER_DIR
+
+    adapter = Path(adapter or DEFAULT_ADAPTER_DIR)
+    calibration = Calibration.load(adapter / CALIBRATION_FILE if path == "adapter" else path)
+    calibration.check_adapter(adapter)
+    return calibration
 
 
 def probe_backends(n_train: int, progress: bool):
@@ -148,12 +199,39 @@ def local_engine(adapter: str | None, base: bool, **engine_options):
     return Engine(*build_astrovlm(), config) if base else Engine.load(adapter_dir=adapter, config=config)
 
 
-def local_backends(adapter: str | None, base: bool, mode: str = "score", **engine_options):
+def local_backends(adapter: str | None, base: bool, mode: str = "score", calibration=None, **engine_options):
     from benchmarks.runner import Generation, OptionScoring
 
     engine = local_engine(adapter, base, **engine_options)
-    backend = OptionScoring(engine) if mode == "score" else Generation(engine)
+    backend = OptionScoring(engine, calibration) if mode == "score" else Generation(engine)
     return lambda task: backend
+
+
+def run_calibrate(args) -> None:
+    """Score each task's calibration images with the model (raw), fit the biases, write the file."""
+    from benchmarks.calibration import MIN_GAIN, Calibration, adapter_digest, fit_task
+    from benchmarks.tasks import list_tasks, load_task
+    from vlm.engine import DEFAULT_ADAPTER_DIR
+
+    if args.seed in (0, 1):
+        raise ValueError(
+            f"--seed {args.seed}: those are the {['training', 'benchmark'][args.seed]} images; calibrate on others"
+        )
+    tasks = [load_task(t) for t in (args.tasks.split(",") if args.tasks else list_tasks())]
+    adapter = Path(args.adapter or DEFAULT_ADAPTER_DIR)
+    # one folder per adapter's content: scores of another model are never resumed as this one's
+    scores = Path(args.scores) / f"{adapter_digest(adapter)}-seed-{args.seed}"
+    run_tasks(tasks, local_backends(args.adapter, False), scores, args.n, args.seed, not args.no_progress,
+              shuffle_check=0)  # fmt: skip
+    fitted = {task.id: fit_task(task, scores / task.id) for task in tasks}
+    out = Path(args.out) if args.out else adapter / CALIBRATION_FILE
+    Calibration(fitted, args.seed, adapter_digest(adapter)).save(out)
+    print("| task | images | macro-F1 raw | calibrated (out of fold) | biases |")
+    print("| --- | --- | --- | --- | --- |")
+    for task_id, fit in fitted.items():
+        kept = "kept" if any(fit.biases.values()) else f"0 (gain under {MIN_GAIN})"
+        print(f"| {task_id} | {fit.n} | {fit.macro_f1_before:.3f} | {fit.macro_f1_after:.3f} | {kept} |")
+    print(f"wrote {out}")
 
 
 def run_tasks(tasks, backend_for, out: Path, n: int, seed: int, progress: bool, **options) -> None:
@@ -194,9 +272,11 @@ def run_compare(args) -> None:
 
 
 def run_suite(args) -> None:
-    """seed 003's results slide: the base assembly, the shipped fine-tuned default (when one ships) and
-    the vision-only probe on every task, as one table (suite.md, suite.png)."""
+    """seed 003's results slide: the base assembly, the shipped fine-tuned default (when one ships; and
+    with its shipped calibration, when it has one) and the vision-only probe on every task, as one table
+    (suite.md, suite.png)."""
     from benchmarks.report import compare_runs
+    from benchmarks.runner import OptionScoring
     from benchmarks.tasks import list_tasks, load_task
     from vlm.engine import DEFAULT_ADAPTER_DIR
     from vlm.model import PROJECTOR_FILE
@@ -206,7 +286,11 @@ def run_suite(args) -> None:
     progress = not args.no_progress
     runs = {"base": local_backends(None, base=True)}
     if (DEFAULT_ADAPTER_DIR / PROJECTOR_FILE).is_file():
-        runs["default"] = local_backends(None, base=False)
+        default = OptionScoring(local_engine(None, base=False))
+        runs["default"] = lambda task: default
+        if (DEFAULT_ADAPTER_DIR / CALIBRATION_FILE).is_file():  # the same model, answering calibrated
+            calibrated = OptionScoring(default.engine, read_calibration("adapter", None))
+            runs["calibrated"] = lambda task: calibrated
     else:
         print(f"no shipped adapter in {DEFAULT_ADAPTER_DIR}: the suite has no fine-tuned column")
     runs["probe"] = probe_backends(args.probe_train, progress)

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from benchmarks.calibration import Calibration
 from benchmarks.metrics import score
 from benchmarks.parse import parse_answer
 from benchmarks.tasks import Task
@@ -42,20 +43,29 @@ class RunConfig:
 
 class OptionScoring:
     """The local model ranks the task's fixed answers by likelihood (Engine.score_options), a batch of
-    images at a time (they share the question, so their prompts stack without padding)."""
+    images at a time (they share the question, so their prompts stack without padding). With a
+    calibration (benchmarks.calibration) the answer is the top calibrated probability, for the tasks it
+    holds; the raw probabilities are recorded either way."""
 
-    name = "option-scoring"
     batch_size = 16
 
-    def __init__(self, engine):
-        self.engine = engine
+    def __init__(self, engine, calibration: Calibration | None = None):
+        self.engine, self.calibration = engine, calibration
+        self.name = "option-scoring" if calibration is None else "option-scoring-calibrated"
 
     def predict(self, task: Task, image: np.ndarray, order=None) -> tuple[str, dict]:
         return self.predict_batch(task, [image], order)[0]
 
     def predict_batch(self, task: Task, images: list[np.ndarray], order=None) -> list[tuple[str, dict]]:
         batch = self.engine.score_options_batch(images, task.prompt(order), task.answers())
-        return [(task.read_answer(max(probs, key=probs.get)), {"probs": probs}) for probs in batch]
+        if self.calibration is None or task.id not in self.calibration:
+            return [(task.read_answer(max(probs, key=probs.get)), {"probs": probs}) for probs in batch]
+        answers = []
+        for probs in batch:
+            calibrated = self.calibration.apply(task.id, probs)
+            answer = task.read_answer(max(calibrated, key=calibrated.get))
+            answers.append((answer, {"probs": probs, "calibrated_probs": calibrated}))
+        return answers
 
 
 class Generation:

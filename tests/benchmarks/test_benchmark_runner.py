@@ -7,6 +7,7 @@ import pytest
 import test_vlm_model
 from test_vlm_model import tiny_model
 
+from benchmarks.calibration import CALIBRATION_FILE
 from benchmarks.report import quality_table
 from benchmarks.runner import Generation, OptionScoring, RunConfig, held_out_image, run_task
 from benchmarks.tasks import load_task
@@ -112,7 +113,9 @@ def test_the_suite_runs_base_and_probe_and_compares_them(tmp_path, capsys):
     shipped = (DEFAULT_ADAPTER_DIR / PROJECTOR_FILE).is_file()
     assert ("no shipped adapter" in capsys.readouterr().out) != shipped  # it says why a column is missing
     table = (tmp_path / "suite.md").read_text()
-    header = "| task | base | default | probe |" if shipped else "| task | base | probe |"
+    calibrated = shipped and (DEFAULT_ADAPTER_DIR / CALIBRATION_FILE).is_file()
+    columns = ["base", *(["default"] if shipped else []), *(["calibrated"] if calibrated else []), "probe"]
+    header = "| task | " + " | ".join(columns) + " |"
     assert table.splitlines()[0] == header and "| b6 | " in table
     assert (tmp_path / "suite.png").stat().st_size > 1000
     assert main(["bench", "compare", str(tmp_path / "base"), str(tmp_path / "probe")]) == 0
