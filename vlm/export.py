@@ -24,8 +24,9 @@ from vlm.model import FULL_LM_DIR, LORA_DIR, PROJECTOR_FILE
 RETRAIN = (
     "make vlm-default   # = make vlm-data, then astrovlm train projector-smollm2 --out runs/vlm-stage1, "
     "astrovlm train lora-smollm2 --out runs/vlm-stage2, astrovlm train lora-smollm2-tasks --out runs/vlm-stage3, "
-    "astrovlm train lora-smollm2-hard --out runs/vlm-stage4, astrovlm train lora-smollm2-fr --out runs/vlm-stage5 "
-    "and astrovlm train lora-smollm2-order --out runs/vlm-default"
+    "astrovlm train lora-smollm2-hard --out runs/vlm-stage4, astrovlm train lora-smollm2-fr --out runs/vlm-stage5, "
+    "astrovlm train lora-smollm2-order --out runs/vlm-stage6 and astrovlm train lora-smollm2-fr2 --out runs/vlm-default; "
+    "then astrovlm export --run runs/vlm-default && astrovlm bench calibrate"
 )
 
 
