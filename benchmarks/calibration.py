@@ -1,12 +1,12 @@
 """One bias per answer on a model's option log-likelihoods, fitted per task on images of their own.
 
-    calibration = fit_calibration({"b5": "runs/calibration/b5"})    # runs of OptionScoring on seed 2
-    calibration.save("vlm/weights/vlm-adapter/calibration.json")
+    biases = fit_task(load_task("b5"), "runs/calibration/b5")     # a run of OptionScoring on seed 2
+    Calibration({"b5": biases}, adapter=adapter_digest(adapter_dir)).save(adapter_dir / CALIBRATION_FILE)
     OptionScoring(engine, Calibration.load(path))                  # answers argmax(log p + bias)
 
-Option scoring inherits the LM's preferences among the answers' words: the shipped default names
-PECULIAR for 4 of B5's 35 peculiar sources and DIFFUSE for 17 of B1's 81 diffuse ones, though their
-probabilities rank them well. A bias per answer moves the decision boundaries back without touching the
+(`astrovlm bench calibrate` does all of it.) Option scoring inherits the LM's preferences among the
+answers' words: the stage-6 default named PECULIAR for 4 of B5's 35 peculiar sources and DIFFUSE for 17
+of B1's 81 diffuse ones, though their probabilities ranked them well. A bias per answer moves the decision boundaries back without touching the
 model ("prior correction"; Zhao et al. 2021, Calibrate before use). The biases minimise the
 class-balanced cross-entropy of softmax(log p + b) on the calibration images, with a small L2 penalty:
 balanced because the benchmarks report macro-F1, where a rare class counts as much as a common one.
