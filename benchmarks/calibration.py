@@ -62,12 +62,7 @@ class Calibration:
             raise ValueError(
                 f"task {task_id}: the calibration has answers {sorted(biases)}, the scores {sorted(probs)}"
             )
-        logits = {a: max(math.log(p), FLOOR) if p > 0 else FLOOR for a, p in probs.items()}
-        shifted = {a: logits[a] + biases[a] for a in probs}
-        top = max(shifted.values())
-        weights = {a: math.exp(v - top) for a, v in shifted.items()}
-        total = sum(weights.values())
-        return {a: w / total for a, w in weights.items()}
+        return apply_biases(biases, probs)
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -79,10 +74,10 @@ class Calibration:
 
     def check_adapter(self, adapter: str | Path) -> None:
         """Refuse to calibrate another model's scores with these biases."""
-        if self.adapter is not None and self.adapter != adapter_digest(adapter):
+        if self.adapter is not None and self.adapter != (digest := adapter_digest(adapter)):
             raise ValueError(
                 f"this calibration was fitted for adapter {self.adapter}, not {adapter} "
-                f"({adapter_digest(adapter)}): fit one for it with `astrovlm bench calibrate --adapter`"
+                f"({digest}): fit one for it with `astrovlm bench calibrate --adapter`"
             )
 
     @classmethod
@@ -98,6 +93,14 @@ class Calibration:
             return cls(tasks, content["seed"], content.get("adapter"))
         except (json.JSONDecodeError, KeyError, TypeError) as error:
             raise ValueError(f"{path}: not a calibration file ({error})") from None
+
+
+def apply_biases(biases: dict[str, float], probs: dict[str, float]) -> dict[str, float]:
+    """softmax(log p + b) over one image's answers, log p floored at FLOOR."""
+    answers = list(probs)
+    logits = np.log(np.maximum([probs[a] for a in answers], math.exp(FLOOR))) + [biases[a] for a in answers]
+    weights = np.exp(logits - logits.max())
+    return dict(zip(answers, (weights / weights.sum()).tolist()))
 
 
 def adapter_digest(adapter: str | Path) -> str:
@@ -172,9 +175,8 @@ def fit_task(task: Task, run_dir: str | Path, folds: int = FOLDS, min_gain: floa
     for fold in range(folds):
         fitted = [i for i in range(len(probs)) if fold_of[i] != fold]
         biases = fit_biases([probs[i] for i in fitted], [answers[i] for i in fitted])
-        calibration = Calibration({task.id: TaskBiases(biases, len(fitted), 0.0, 0.0)})
         for i in np.flatnonzero(fold_of == fold):
-            out_of_fold[i] = calibration.apply(task.id, probs[i])
+            out_of_fold[i] = apply_biases(biases, probs[i])
     before, after = macro_f1(probs), macro_f1(out_of_fold)
     biases = fit_biases(probs, answers) if after >= before + min_gain else dict.fromkeys(probs[0], 0.0)
     return TaskBiases(biases, len(probs), before, after)

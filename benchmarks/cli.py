@@ -220,12 +220,13 @@ def run_calibrate(args) -> None:
     tasks = [load_task(t) for t in (args.tasks.split(",") if args.tasks else list_tasks())]
     adapter = Path(args.adapter or DEFAULT_ADAPTER_DIR)
     # one folder per adapter's content: scores of another model are never resumed as this one's
-    scores = Path(args.scores) / f"{adapter_digest(adapter)}-seed-{args.seed}"
+    digest = adapter_digest(adapter)
+    scores = Path(args.scores) / f"{digest}-seed-{args.seed}"
     run_tasks(tasks, local_backends(args.adapter, False), scores, args.n, args.seed, not args.no_progress,
               shuffle_check=0)  # fmt: skip
     fitted = {task.id: fit_task(task, scores / task.id) for task in tasks}
     out = Path(args.out) if args.out else adapter / CALIBRATION_FILE
-    Calibration(fitted, args.seed, adapter_digest(adapter)).save(out)
+    Calibration(fitted, args.seed, digest).save(out)
     print("| task | images | macro-F1 raw | calibrated (out of fold) | biases |")
     print("| --- | --- | --- | --- | --- |")
     for task_id, fit in fitted.items():

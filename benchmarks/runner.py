@@ -58,13 +58,13 @@ class OptionScoring:
 
     def predict_batch(self, task: Task, images: list[np.ndarray], order=None) -> list[tuple[str, dict]]:
         batch = self.engine.score_options_batch(images, task.prompt(order), task.answers())
-        if self.calibration is None or task.id not in self.calibration:
-            return [(task.read_answer(max(probs, key=probs.get)), {"probs": probs}) for probs in batch]
+        calibrated = self.calibration is not None and task.id in self.calibration
         answers = []
         for probs in batch:
-            calibrated = self.calibration.apply(task.id, probs)
-            answer = task.read_answer(max(calibrated, key=calibrated.get))
-            answers.append((answer, {"probs": probs, "calibrated_probs": calibrated}))
+            details = {"probs": probs}
+            if calibrated:
+                probs = details["calibrated_probs"] = self.calibration.apply(task.id, probs)
+            answers.append((task.read_answer(max(probs, key=probs.get)), details))
         return answers
 
 
