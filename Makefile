@@ -48,9 +48,10 @@ perf: install
 # (vlm/train_presets/projector-smollm2.yaml), stage 2 LoRA from it (lora-smollm2.yaml), stages 3 to 5
 # more LoRA weighted to the benchmark questions answered worst (lora-smollm2-tasks.yaml,
 # lora-smollm2-hard.yaml, then lora-smollm2-fr.yaml), stage 6 with half the questions asked before the
-# image (lora-smollm2-order.yaml), stage 7 weighted towards B6 and B2 again (lora-smollm2-fr2.yaml);
-# 7.9 h on 2 CPU cores with bfloat16 units (43 + 60 + 75 + 93 + 67 + 72 + 65 min; about twice that in
-# float32). `astrovlm export --run runs/vlm-default` then ships it as vlm/weights/vlm-adapter, and
+# image (lora-smollm2-order.yaml), stage 7 weighted towards B6 and B2 again (lora-smollm2-fr2.yaml),
+# stage 8 the same on B1, B2, B5 and B6 images none of the others saw (lora-smollm2-fresh.yaml, seed 3);
+# 9 h on 2 CPU cores with bfloat16 units (43 + 60 + 75 + 93 + 67 + 72 + 65 + 62 min; about twice that
+# in float32). `astrovlm export --run runs/vlm-default` then ships it as vlm/weights/vlm-adapter, and
 # `astrovlm bench calibrate` fits its per-answer biases (vlm/weights/vlm-adapter/calibration.json, 5 min).
 VLM_FAMILIES := radio-b1 radio-b2 radio-b3 radio-b4 radio-b5 radio-b6 optical-gmnist optical-lsbg optical-morphology
 vlm-data: install
@@ -58,6 +59,10 @@ vlm-data: install
 	  $(BIN)/astrovlm data build --family $$f --n 4000 --seed 0 --dialogues 2 --out data/vlm/chat/$$f && \
 	  $(BIN)/astrovlm data build --family $$f --n 4000 --seed 0 --dialogues 1 --kinds classify \
 	    --out data/vlm/classify/$$f || exit 1; \
+	done
+	for f in radio-b1:4000 radio-b2:8000 radio-b5:4000 radio-b6:8000; do \
+	  $(BIN)/astrovlm data build --family $${f%:*} --n $${f#*:} --seed 3 --dialogues 1 --kinds classify \
+	    --out data/vlm/classify-s3/$${f%:*} || exit 1; \
 	done
 
 vlm-default: vlm-data
@@ -67,7 +72,8 @@ vlm-default: vlm-data
 	HF_HUB_OFFLINE=1 $(BIN)/astrovlm train lora-smollm2-hard --out runs/vlm-stage4
 	HF_HUB_OFFLINE=1 $(BIN)/astrovlm train lora-smollm2-fr --out runs/vlm-stage5
 	HF_HUB_OFFLINE=1 $(BIN)/astrovlm train lora-smollm2-order --out runs/vlm-stage6
-	HF_HUB_OFFLINE=1 $(BIN)/astrovlm train lora-smollm2-fr2 --out runs/vlm-default
+	HF_HUB_OFFLINE=1 $(BIN)/astrovlm train lora-smollm2-fr2 --out runs/vlm-stage7
+	HF_HUB_OFFLINE=1 $(BIN)/astrovlm train lora-smollm2-fresh --out runs/vlm-default
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .ruff_cache

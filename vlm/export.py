@@ -25,7 +25,8 @@ RETRAIN = (
     "make vlm-default   # = make vlm-data, then astrovlm train projector-smollm2 --out runs/vlm-stage1, "
     "astrovlm train lora-smollm2 --out runs/vlm-stage2, astrovlm train lora-smollm2-tasks --out runs/vlm-stage3, "
     "astrovlm train lora-smollm2-hard --out runs/vlm-stage4, astrovlm train lora-smollm2-fr --out runs/vlm-stage5, "
-    "astrovlm train lora-smollm2-order --out runs/vlm-stage6 and astrovlm train lora-smollm2-fr2 --out runs/vlm-default; "
+    "astrovlm train lora-smollm2-order --out runs/vlm-stage6, astrovlm train lora-smollm2-fr2 --out runs/vlm-stage7 and "
+    "astrovlm train lora-smollm2-fresh --out runs/vlm-default; "
     "then astrovlm export --run runs/vlm-default && astrovlm bench calibrate"
 )
 
@@ -142,7 +143,8 @@ gives 16 tokens per 64 px image, this projector (2-layer MLP, GELU) maps them in
 
 ## Training
 
-Simulated sets of the data builders (4,000 images per family, seed 0), mixed by weight.
+Simulated sets of the data builders (4,000 images per family drawn with seed 0; the last stage asks its
+B1, B2, B5 and B6 questions of sets drawn afresh with seed 3), mixed by weight.
 Retrain: `{RETRAIN}`.
 
 {sections}
