@@ -6,10 +6,11 @@
 
 (`astrovlm bench calibrate` does all of it.) Option scoring inherits the LM's preferences among the
 answers' words: the stage-6 default named PECULIAR for 4 of B5's 35 peculiar sources and DIFFUSE for 17
-of B1's 81 diffuse ones, though their probabilities ranked them well. A bias per answer moves the decision boundaries back without touching the
-model ("prior correction"; Zhao et al. 2021, Calibrate before use). The biases minimise the
-class-balanced cross-entropy of softmax(log p + b) on the calibration images, with a small L2 penalty:
-balanced because the benchmarks report macro-F1, where a rare class counts as much as a common one.
+of B1's 81 diffuse ones, though their probabilities ranked them well. A bias per answer moves the
+decision boundaries back without touching the model ("prior correction"; Zhao et al. 2021, Calibrate
+before use). The biases minimise the class-balanced cross-entropy of softmax(log p + b) on the
+calibration images, with a small L2 penalty: balanced because the benchmarks report macro-F1, where a
+rare class counts as much as a common one.
 A task keeps its biases only where they pay on images they were not fitted on: fitted on four fifths of
 the calibration images and judged on the fifth left out, in turn, their macro-F1 must beat the raw
 answers' by MIN_GAIN; elsewhere the biases are 0 (a two-answer task whose scores sit near the boundary

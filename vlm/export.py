@@ -143,8 +143,8 @@ gives 16 tokens per 64 px image, this projector (2-layer MLP, GELU) maps them in
 
 ## Training
 
-Simulated sets of the data builders (4,000 images per family drawn with seed 0; the last stage asks its
-B1, B2, B5 and B6 questions of sets drawn afresh with seed 3), mixed by weight.
+Simulated sets of the data builders, mixed by weight: each stage's folders are in its table below (each
+folder's build_config.json names its size and seed; `make vlm-data` builds the shipped default's).
 Retrain: `{RETRAIN}`.
 
 {sections}
