@@ -22,6 +22,7 @@ from vlm.lvm.fewshot import (
     lvm_features,
     predict,
     run_fewshot,
+    square_symmetries,
     train_mlp,
     write_report,
 )
@@ -113,6 +114,42 @@ def test_lvm_features(tiny_lvm, data):
     assert (first[:, 1] > 0).all()
     with pytest.raises(ValueError, match="kind must be one of"):
         lvm_features(tiny_lvm, data.test_images, "tokens")
+
+
+def test_square_symmetries_are_the_eight_distinct_views():
+    image = np.arange(2 * 3 * 3 * 1, dtype=np.uint8).reshape(2, 3, 3, 1)  # no symmetry of its own
+    views = square_symmetries(image)
+    assert len(views) == 8 and all(v.shape == image.shape for v in views)
+    np.testing.assert_array_equal(views[0], image)
+    assert len({v.tobytes() for v in views}) == 8
+    np.testing.assert_array_equal(views[2][0, :, :, 0], np.rot90(image[0, :, :, 0]))  # a quarter turn
+    np.testing.assert_array_equal(views[1][0, :, :, 0], image[0, :, ::-1, 0])  # mirrored
+    with pytest.raises(ValueError, match="view_shots"):
+        FewShotConfig(view_shots=-1)
+
+
+def test_frozen_learner_trains_on_the_views_up_to_view_shots(tiny_lvm, data, monkeypatch):
+    """k <= view_shots: the MLP sees every labelled stamp in 8 views, each row the features of that view;
+    k > view_shots: the stamps as drawn only."""
+    import vlm.lvm.fewshot as fewshot
+
+    seen = []
+    real_train_mlp = fewshot.train_mlp
+    monkeypatch.setattr(
+        fewshot, "train_mlp", lambda x, y, *a, **kw: seen.append((x, y)) or real_train_mlp(x, y, *a, **kw)
+    )
+    run_fewshot(tiny_lvm, tiny_config(learners=("lvm",), view_shots=1), data=data, log=lambda _: None)
+    (x1, y1), (x3, y3) = seen
+    idx = first_per_class(data.train_labels, 1)
+    assert x1.shape[0] == 8 * len(idx) and y1.tolist() == data.train_labels[idx].tolist() * 8
+    for v, view in enumerate(square_symmetries(data.train_images[idx])):
+        np.testing.assert_allclose(
+            x1[v * len(idx) : (v + 1) * len(idx)], lvm_features(tiny_lvm, view), atol=1e-5
+        )
+    assert x3.shape[0] == len(first_per_class(data.train_labels, 3)) == len(y3)
+    seen.clear()
+    run_fewshot(tiny_lvm, tiny_config(learners=("lvm",), view_shots=0), data=data, log=lambda _: None)
+    assert [len(x) for x, _ in seen] == [4, 12]
 
 
 # ----------------------------------------------------------------------------- the comparison and report

@@ -168,6 +168,10 @@ def markdown(results: dict, fewshot: dict, config: ReportConfig, timings: dict) 
             "",
             "## Few-shot morphology (seed 000, Figure 5)",
             "",
+            f"The frozen-feature heads (lvm, efficientnet-lite0) train on the eight symmetries of the square "
+            f"of each labelled stamp up to {fewshot['config']['view_shots']} labels per class, as ResNet-18 "
+            "trains with them.",
+            "",
             fewshot["markdown"],
             "",
             "![few-shot](fewshot.png)",
