@@ -25,8 +25,8 @@ RETRAIN = (
     "make vlm-default   # = make vlm-data, then astrovlm train projector-smollm2 --out runs/vlm-stage1, "
     "astrovlm train lora-smollm2 --out runs/vlm-stage2, astrovlm train lora-smollm2-tasks --out runs/vlm-stage3, "
     "astrovlm train lora-smollm2-hard --out runs/vlm-stage4, astrovlm train lora-smollm2-fr --out runs/vlm-stage5, "
-    "astrovlm train lora-smollm2-order --out runs/vlm-stage6, astrovlm train lora-smollm2-fr2 --out runs/vlm-stage7 and "
-    "astrovlm train lora-smollm2-fresh --out runs/vlm-default; "
+    "astrovlm train lora-smollm2-order --out runs/vlm-stage6, astrovlm train lora-smollm2-fr2 --out runs/vlm-stage7, "
+    "astrovlm train lora-smollm2-fresh --out runs/vlm-stage8 and astrovlm train lora-smollm2-fresh2 --out runs/vlm-default; "
     "then astrovlm export --run runs/vlm-default && astrovlm bench calibrate"
 )
 
