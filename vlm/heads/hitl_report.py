@@ -268,6 +268,12 @@ def write_report(results: dict, curves: dict, out: Path) -> list[Path]:
         )
     lines += [
         "",
+        "With rounds of 10, a round's P/N is 0, 0.11, 0.25, 0.43, 0.67, 1, 1.5, ...: alpha 0.5 and 0.9 pick",
+        "differently only after a round with exactly 4 targets of 10 (P/N 0.67), and their rows are equal",
+        "when no round has one.",
+    ]
+    lines += [
+        "",
         f"Rare targets ({RARE_SHARE:.0%} of pool and test), 5 positives, 10 rounds of 10, alpha 0.5.",
         "",
     ]
