@@ -65,6 +65,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--image-last", action="store_true",
                      help="ask the local model with the image after the question: faster, for models "
                           "trained to read that order too (EngineConfig.image_last)")  # fmt: skip
+    run.add_argument("--views", type=int, choices=(1, 4, 8), default=1,
+                     help="average the answers' probabilities over each image's quarter turns (4) and "
+                          "their mirror images (8): test-time augmentation, N times the scoring")  # fmt: skip
     run.add_argument("--calibrated", nargs="?", const="adapter", metavar="FILE",
                      help="answer with per-answer biases (`bench calibrate`): FILE, or without it the "
                           "adapter's calibration.json")  # fmt: skip
@@ -151,7 +154,7 @@ def run_run(args) -> None:
         adapter = None if args.base else args.adapter
         engine_options = {"int8_weights": args.int8, "image_last": args.image_last}
         calibration = read_calibration(args.calibrated, adapter) if args.calibrated else None
-        backend_for = local_backends(adapter, args.base, args.mode, calibration, **engine_options)
+        backend_for = local_backends(adapter, args.base, args.mode, calibration, args.views, **engine_options)
     options = {"data": args.data, "data_format": args.data_format, "shuffle_check": args.shuffle_check,
                "context": args.context}  # fmt: skip
     run_tasks(tasks, backend_for, Path(args.out), args.n, args.seed, not args.no_progress, **options)
@@ -159,11 +162,18 @@ def run_run(args) -> None:
 
 def check_local_options(args) -> None:
     """Options of the local model refused where they would be ignored."""
-    local = {"--int8": args.int8, "--image-last": args.image_last, "--calibrated": args.calibrated}
+    local = {
+        "--int8": args.int8,
+        "--image-last": args.image_last,
+        "--calibrated": args.calibrated,
+        "--views": args.views > 1,
+    }
     given = [flag for flag, value in local.items() if value]
     other = "--probe" if args.probe else "--openai" if args.openai else None
     if given and other:
         raise ValueError(f"{', '.join(given)}: options of the local model, not of {other}")
+    if args.views > 1 and args.mode != "score":
+        raise ValueError("--views: averages option scores, not free-text answers (--mode generate)")
     if args.calibrated and (args.base or args.mode != "score" or args.context or args.image_last):
         raise ValueError(
             "--calibrated: biases fitted for an adapter's option scores of the plain prompts, image first "
@@ -199,11 +209,13 @@ def local_engine(adapter: str | None, base: bool, **engine_options):
     return Engine(*build_astrovlm(), config) if base else Engine.load(adapter_dir=adapter, config=config)
 
 
-def local_backends(adapter: str | None, base: bool, mode: str = "score", calibration=None, **engine_options):
+def local_backends(
+    adapter: str | None, base: bool, mode: str = "score", calibration=None, views: int = 1, **engine_options
+):
     from benchmarks.runner import Generation, OptionScoring
 
     engine = local_engine(adapter, base, **engine_options)
-    backend = OptionScoring(engine, calibration) if mode == "score" else Generation(engine)
+    backend = OptionScoring(engine, calibration, views) if mode == "score" else Generation(engine)
     return lambda task: backend
 
 

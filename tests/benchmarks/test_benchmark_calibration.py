@@ -155,6 +155,8 @@ def test_calibrate_then_run_calibrated_from_the_command_line(tmp_path, capsys):
         (["run", "--probe", "--calibrated"], "--calibrated: options of the local model, not of --probe"),
         (["run", "--openai", "gpt-4o", "--int8"], "--int8: options of the local model, not of --openai"),
         (["run", "--base", "--calibrated"], "not with --base"),
+        (["run", "--probe", "--views", "8"], "--views: options of the local model, not of --probe"),
+        (["run", "--mode", "generate", "--views", "4"], "not free-text answers"),
         (["run", "--calibrated", "missing.json"], "no calibration file"),
     ],
 )

@@ -56,6 +56,30 @@ def test_a_run_records_every_prediction_resumes_and_tabulates(backend, tmp_path)
     assert "| b1 | " in table and "n 5" in table and "–" in table
 
 
+def test_views_average_the_probabilities_of_each_images_symmetries(backend, tmp_path):
+    from vlm.lvm.data import square_symmetries
+
+    task = load_task("b6")
+    images = [held_out_image(task, 1, i)[1] for i in range(2)]
+    eight = OptionScoring(backend.engine, views=8)
+    averaged = eight.probabilities(task, images)
+    for image, probs in zip(images, averaged):
+        each = backend.engine.score_options_batch(square_symmetries(image), task.prompt(), task.answers())
+        assert probs == pytest.approx({a: np.mean([p[a] for p in each]) for a in task.answers()}, abs=1e-5)
+        assert probs != pytest.approx(each[0], abs=1e-5)  # the views do change the answer's odds
+    four = OptionScoring(backend.engine, views=4).probabilities(task, images[:1])[0]
+    turns = backend.engine.score_options_batch(
+        square_symmetries(images[0])[::2], task.prompt(), task.answers()
+    )
+    assert four == pytest.approx({a: np.mean([p[a] for p in turns]) for a in task.answers()}, abs=1e-5)
+
+    run_task(task, eight, RunConfig(out=str(tmp_path / "b6"), n=2), progress=False)
+    with pytest.raises(ValueError, match="other settings"):  # never resumed as a one-view run
+        run_task(task, backend, RunConfig(out=str(tmp_path / "b6"), n=2), progress=False)
+    with pytest.raises(ValueError, match="views must be one of"):
+        OptionScoring(backend.engine, views=3)
+
+
 def test_free_text_answers_are_kept_raw_and_unreadable_ones_count_as_wrong(backend, tmp_path):
     task = load_task("b6")
     generation = Generation(backend.engine, max_new_tokens=6)  # a random tiny model: mostly gibberish

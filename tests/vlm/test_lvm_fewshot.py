@@ -124,6 +124,8 @@ def test_square_symmetries_are_the_eight_distinct_views():
     assert len({v.tobytes() for v in views}) == 8
     np.testing.assert_array_equal(views[2][0, :, :, 0], np.rot90(image[0, :, :, 0]))  # a quarter turn
     np.testing.assert_array_equal(views[1][0, :, :, 0], image[0, :, ::-1, 0])  # mirrored
+    for one, many in zip(square_symmetries(image[1]), views):  # one image (H, W, C) as in a batch
+        np.testing.assert_array_equal(one, many[1])
     with pytest.raises(ValueError, match="view_shots"):
         FewShotConfig(view_shots=-1)
 

@@ -309,6 +309,14 @@ def split(pool: np.ndarray, val_fraction: float = 0.05) -> tuple[np.ndarray, np.
 # ----------------------------------------------------------------------------- augmentation
 
 
+def square_symmetries(images: np.ndarray) -> list[np.ndarray]:
+    """The eight symmetries of the square of (..., H, W, C) images: quarter turns 0-3, each as it is and
+    mirrored left-right (so every second one, from the first, is a plain turn); the first is the images
+    as they are."""
+    turns = [np.rot90(images, k, axes=(-3, -2)) for k in range(4)]
+    return [view for turned in turns for view in (turned, turned[..., ::-1, :])]
+
+
 def augment(images: torch.Tensor, generator: torch.Generator, min_area: float = 0.8) -> torch.Tensor:
     """Per image: one of the 8 symmetries of the square (flip, then 0-3 quarter turns) and a random
     square crop of `min_area`..100 % of the area resized back; (B, C, H, H) -> (B, C, H, H).

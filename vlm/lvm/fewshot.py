@@ -56,7 +56,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from data_builders.families import get_family
-from vlm.lvm.data import augment, render_chunk
+from vlm.lvm.data import augment, render_chunk, square_symmetries
 from vlm.lvm.model import LVM
 
 FAMILY = "optical-gmnist"
@@ -235,13 +235,6 @@ def first_per_class(labels: np.ndarray, k: int) -> np.ndarray:
     if short:
         raise ValueError(f"fewer than {k} examples for classes {short}")
     return np.array(keep, dtype=np.int64)
-
-
-def square_symmetries(images: np.ndarray) -> list[np.ndarray]:
-    """The eight symmetries of the square of (N, H, W, C) images: quarter turns 0-3, each unflipped and
-    mirrored left-right; the first is the images as they are."""
-    turns = [np.rot90(images, k, axes=(1, 2)) for k in range(4)]
-    return [view for turned in turns for view in (turned, turned[:, :, ::-1])]
 
 
 def _to_tensor(images: np.ndarray) -> torch.Tensor:
