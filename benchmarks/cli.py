@@ -302,7 +302,7 @@ def run_suite(args) -> None:
         default = OptionScoring(local_engine(None, base=False))
         runs["default"] = lambda task: default
         if (DEFAULT_ADAPTER_DIR / CALIBRATION_FILE).is_file():  # the same model, answering calibrated
-            calibrated = OptionScoring(default.engine, read_calibration("adapter", None))
+            calibrated = default.with_calibration(read_calibration("adapter", None))
             runs["calibrated"] = lambda task: calibrated
     else:
         print(f"no shipped adapter in {DEFAULT_ADAPTER_DIR}: the suite has no fine-tuned column")

@@ -11,6 +11,7 @@ report (report.md, report.html, per_class.png, confusion.png) are written at the
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import logging
@@ -56,13 +57,21 @@ class OptionScoring:
     batch_size = 16
     VIEWS = (1, 4, 8)
 
-    def __init__(self, engine, calibration: Calibration | None = None, views: int = 1):
+    def __init__(
+        self, engine, calibration: Calibration | None = None, views: int = 1, memo: dict | None = None
+    ):
         if views not in self.VIEWS:
             raise ValueError(f"views must be one of {self.VIEWS}, got {views}")
         self.engine, self.calibration, self.views = engine, calibration, views
         self.name = "option-scoring" if calibration is None else "option-scoring-calibrated"
         if views > 1:
             self.name += f"-{views}-views"
+        self.memo = {} if memo is None else memo  # (prompt, answers, image digest) -> probabilities
+
+    def with_calibration(self, calibration: Calibration) -> OptionScoring:
+        """The same model and views answering with `calibration`; the images this one has scored are
+        not scored again (the suite's calibrated column costs nothing)."""
+        return OptionScoring(self.engine, calibration, self.views, self.memo)
 
     def predict(self, task: Task, image: np.ndarray, order=None) -> tuple[str, dict]:
         return self.predict_batch(task, [image], order)[0]
@@ -78,19 +87,36 @@ class OptionScoring:
         return answers
 
     def probabilities(self, task: Task, images: list[np.ndarray], order=None) -> list[dict[str, float]]:
-        """Each image's answer probabilities, the mean over its views."""
+        """Each image's answer probabilities, the mean over its views; from the memo where it was scored
+        before with the same prompt."""
+        prompt, options = task.prompt(order), task.answers()
+        keys = [(prompt, tuple(options), image_digest(image)) for image in images]
+        new = [i for i, key in enumerate(keys) if key not in self.memo]
+        if new:
+            for i, probs in zip(new, self._score([images[i] for i in new], prompt, options)):
+                self.memo[keys[i]] = probs
+        return [self.memo[key] for key in keys]
+
+    def _score(self, images: list[np.ndarray], prompt: str, options: list[str]) -> list[dict[str, float]]:
         if self.views == 1:
-            return self.engine.score_options_batch(images, task.prompt(order), task.answers())
+            return self.engine.score_options_batch(images, prompt, options)
         from vlm.lvm.data import square_symmetries  # imported here: it pulls in the simulators, ~1 s
 
         step = 8 // self.views  # 2: the quarter turns alone
         viewed = [view for image in images for view in square_symmetries(np.asarray(image))[::step]]
         scored = []
         for start in range(0, len(viewed), self.batch_size):
-            chunk = viewed[start : start + self.batch_size]
-            scored += self.engine.score_options_batch(chunk, task.prompt(order), task.answers())
+            scored += self.engine.score_options_batch(
+                viewed[start : start + self.batch_size], prompt, options
+            )
         per_image = [scored[i : i + self.views] for i in range(0, len(scored), self.views)]
         return [{a: float(np.mean([p[a] for p in views])) for a in views[0]} for views in per_image]
+
+
+def image_digest(image: np.ndarray) -> bytes:
+    """What tells two images apart: their shape, dtype and pixels."""
+    image = np.ascontiguousarray(image)
+    return hashlib.blake2b(f"{image.shape}{image.dtype}".encode() + image.tobytes(), digest_size=16).digest()
 
 
 class Generation:

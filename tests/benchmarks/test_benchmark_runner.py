@@ -80,6 +80,28 @@ def test_views_average_the_probabilities_of_each_images_symmetries(backend, tmp_
         OptionScoring(backend.engine, views=3)
 
 
+def test_the_calibrated_twin_answers_from_the_scores_already_made(backend, monkeypatch):
+    from benchmarks.calibration import Calibration, TaskBiases
+
+    task = load_task("b6")
+    images = [held_out_image(task, 1, i)[1] for i in range(3)]
+    raw = OptionScoring(backend.engine)
+    scored = []  # how many images each call of the real engine scored
+    real = backend.engine.score_options_batch
+    monkeypatch.setattr(
+        backend.engine, "score_options_batch", lambda x, *a: scored.append(len(x)) or real(x, *a)
+    )
+    first = raw.predict_batch(task, images[:2])
+    calibrated = raw.with_calibration(Calibration({"b6": TaskBiases({"FR-I": 40.0, "FR-II": 0.0}, 4, 0, 0)}))
+    again = calibrated.predict_batch(task, images)
+    assert scored == [2, 1]  # only the third image was new
+    assert [d["probs"] for _, d in again[:2]] == [d["probs"] for _, d in first]
+    assert [answer for answer, _ in again] == ["FR-I"] * 3  # a bias of 40 on FR-I decides
+    assert calibrated.name == "option-scoring-calibrated" and raw.name == "option-scoring"
+    shuffled = raw.predict_batch(task, images[:1], order=["FR-II", "FR-I"])  # another prompt: scored
+    assert scored == [2, 1, 1] and set(shuffled[0][1]["probs"]) == {"FR-I", "FR-II"}
+
+
 def test_free_text_answers_are_kept_raw_and_unreadable_ones_count_as_wrong(backend, tmp_path):
     task = load_task("b6")
     generation = Generation(backend.engine, max_new_tokens=6)  # a random tiny model: mostly gibberish
