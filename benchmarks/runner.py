@@ -48,8 +48,8 @@ class OptionScoring:
     calibration (benchmarks.calibration) the answer is the top calibrated probability, for the tasks it
     holds; the raw probabilities are recorded either way.
 
-    views > 1 averages the answers' probabilities over the image's first `views` symmetries of the
-    square (4: the quarter turns, 8: and their mirror images), test-time augmentation for tasks whose
+    views > 1 averages the answers' probabilities over `views` symmetries of the square of the image
+    (4: its quarter turns, 8: and their mirror images), test-time augmentation for tasks whose
     classes do not depend on how the sky is oriented (all of ours). It costs `views` times the scoring;
     with 8 the stage-9 default gains up to 0.07 macro-F1 on its trained tasks, none on the wide fields of
     B3 and B4 (docs/vlm-suite.md)."""
