@@ -66,7 +66,7 @@ class OptionScoring:
         self.name = "option-scoring" if calibration is None else "option-scoring-calibrated"
         if views > 1:
             self.name += f"-{views}-views"
-        self.memo = {} if memo is None else memo  # (prompt, answers, image digest) -> probabilities
+        self.memo = {} if memo is None else memo  # (views, prompt, answers, image digest) -> probabilities
 
     def with_calibration(self, calibration: Calibration) -> OptionScoring:
         """The same model and views answering with `calibration`; the images this one has scored are
@@ -90,7 +90,7 @@ class OptionScoring:
         """Each image's answer probabilities, the mean over its views; from the memo where it was scored
         before with the same prompt."""
         prompt, options = task.prompt(order), task.answers()
-        keys = [(prompt, tuple(options), image_digest(image)) for image in images]
+        keys = [(self.views, prompt, tuple(options), image_digest(image)) for image in images]
         new = [i for i, key in enumerate(keys) if key not in self.memo]
         if new:
             for i, probs in zip(new, self._score([images[i] for i in new], prompt, options)):
