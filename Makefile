@@ -50,9 +50,10 @@ perf: install
 # lora-smollm2-hard.yaml, then lora-smollm2-fr.yaml), stage 6 with half the questions asked before the
 # image (lora-smollm2-order.yaml), stage 7 weighted towards B6 and B2 again (lora-smollm2-fr2.yaml),
 # stage 8 the same on B1, B2, B5 and B6 images none of the others saw (lora-smollm2-fresh.yaml, seed 3),
-# stage 9 once more on images drawn with seed 4, B5 weighted up (lora-smollm2-fresh2.yaml); 10 h on 2 CPU
-# cores with bfloat16 units (43 + 60 + 75 + 93 + 67 + 72 + 65 + 62 + 68 min; about twice that in
-# float32). `astrovlm export --run runs/vlm-default` then ships it as vlm/weights/vlm-adapter, and
+# stage 9 once more on images drawn with seed 4, B5 weighted up (lora-smollm2-fresh2.yaml), stage 10 on
+# images drawn with seed 5, every classification image turned or mirrored at random
+# (lora-smollm2-views.yaml); 11 h on 2 CPU cores with bfloat16 units (43 + 60 + 75 + 93 + 67 + 72 + 65 +
+# 62 + 68 + 66 min; about twice that in float32). `astrovlm export --run runs/vlm-default` then ships it as vlm/weights/vlm-adapter, and
 # `astrovlm bench calibrate` fits its per-answer biases (vlm/weights/vlm-adapter/calibration.json, 5 min).
 VLM_FAMILIES := radio-b1 radio-b2 radio-b3 radio-b4 radio-b5 radio-b6 optical-gmnist optical-lsbg optical-morphology
 vlm-data: install
@@ -62,7 +63,8 @@ vlm-data: install
 	    --out data/vlm/classify/$$f || exit 1; \
 	done
 	for f in 3:radio-b1:4000 3:radio-b2:8000 3:radio-b5:4000 3:radio-b6:8000 \
-	         4:radio-b1:4000 4:radio-b2:8000 4:radio-b5:8000 4:radio-b6:6000; do \
+	         4:radio-b1:4000 4:radio-b2:8000 4:radio-b5:8000 4:radio-b6:6000 \
+	         5:radio-b1:4000 5:radio-b2:8000 5:radio-b5:8000 5:radio-b6:6000; do \
 	  seed=$${f%%:*}; family=$${f#*:}; family=$${family%:*}; \
 	  $(BIN)/astrovlm data build --family $$family --n $${f##*:} --seed $$seed --dialogues 1 --kinds classify \
 	    --out data/vlm/classify-s$$seed/$$family || exit 1; \
@@ -77,7 +79,8 @@ vlm-default: vlm-data
 	HF_HUB_OFFLINE=1 $(BIN)/astrovlm train lora-smollm2-order --out runs/vlm-stage6
 	HF_HUB_OFFLINE=1 $(BIN)/astrovlm train lora-smollm2-fr2 --out runs/vlm-stage7
 	HF_HUB_OFFLINE=1 $(BIN)/astrovlm train lora-smollm2-fresh --out runs/vlm-stage8
-	HF_HUB_OFFLINE=1 $(BIN)/astrovlm train lora-smollm2-fresh2 --out runs/vlm-default
+	HF_HUB_OFFLINE=1 $(BIN)/astrovlm train lora-smollm2-fresh2 --out runs/vlm-stage9
+	HF_HUB_OFFLINE=1 $(BIN)/astrovlm train lora-smollm2-views --out runs/vlm-default
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .ruff_cache

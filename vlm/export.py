@@ -26,7 +26,8 @@ RETRAIN = (
     "astrovlm train lora-smollm2 --out runs/vlm-stage2, astrovlm train lora-smollm2-tasks --out runs/vlm-stage3, "
     "astrovlm train lora-smollm2-hard --out runs/vlm-stage4, astrovlm train lora-smollm2-fr --out runs/vlm-stage5, "
     "astrovlm train lora-smollm2-order --out runs/vlm-stage6, astrovlm train lora-smollm2-fr2 --out runs/vlm-stage7, "
-    "astrovlm train lora-smollm2-fresh --out runs/vlm-stage8 and astrovlm train lora-smollm2-fresh2 --out runs/vlm-default; "
+    "astrovlm train lora-smollm2-fresh --out runs/vlm-stage8, astrovlm train lora-smollm2-fresh2 --out runs/vlm-stage9 "
+    "and astrovlm train lora-smollm2-views --out runs/vlm-default; "
     "then astrovlm export --run runs/vlm-default && astrovlm bench calibrate"
 )
 
@@ -81,7 +82,9 @@ def stages(run: Path) -> list[tuple[dict, dict]]:
 
 def stage_section(number: int, config: dict, metrics: dict) -> str:
     mixture = "\n".join(
-        f"| {d['path']} | {d['weight']:g} | {', '.join(d['kinds']) or 'all'} |" for d in config["data"]
+        f"| {d['path']} | {d['weight']:g} | {', '.join(d['kinds']) or 'all'} | "
+        f"{'turned or mirrored' if d.get('symmetries') else 'as drawn'} |"
+        for d in config["data"]
     )
     what = {
         "projector": "the projector alone (LM and vision tower frozen)",
@@ -100,6 +103,11 @@ def stage_section(number: int, config: dict, metrics: dict) -> str:
         if share
         else ""
     )
+    if any(d.get("symmetries") for d in config["data"]):
+        order += (
+            '\n- Images of the sets marked "turned or mirrored" are shown in one of the eight symmetries of'
+            " the square, drawn per conversation (`symmetries`): their answers do not depend on orientation."
+        )
     timing = (
         f"{metrics['train_seconds'] / 60:.0f} min of training on {metrics['processes']} process(es) of a "
         f"2-core CPU ({metrics['mixed_precision']} mixed precision), {metrics['tokens_per_s']:.0f} tokens/s; "
@@ -114,8 +122,8 @@ def stage_section(number: int, config: dict, metrics: dict) -> str:
   {config["warmup"]} steps then cosine, conversations cut at {config["max_length"]} tokens{grouped}.
 - Time: {timing}.{order}
 
-| set | weight | kinds of dialogue |
-| --- | --- | --- |
+| set | weight | kinds of dialogue | images |
+| --- | --- | --- | --- |
 {mixture}
 """
 

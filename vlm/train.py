@@ -44,7 +44,14 @@ from vlm.lvm.pretrain import (
     save_checkpoint,
     warmup_cosine,
 )
-from vlm.train_data import ConversationSet, DataSource, PlannedConversations, group_by_length, mixture_plan
+from vlm.train_data import (
+    ConversationSet,
+    DataSource,
+    PlannedConversations,
+    group_by_length,
+    mixture_plan,
+    symmetry_views,
+)
 
 PRESETS_DIR = Path(__file__).parent / "train_presets"
 STAGES = ("projector", "lora", "full")
@@ -301,7 +308,8 @@ def train(config: TrainConfig, stop_after: int | None = None, progress: bool = T
         plan = group_by_length(plan, sets, config.length_groups * per_step)
     # drawn per slot after grouping, from a generator of its own: a resumed run asks in the same order
     image_last = np.random.default_rng([config.seed, 1]).random(len(plan)) < config.image_last
-    dataset = PlannedConversations(sets, plan, processor, config.max_length, image_last)
+    views = symmetry_views(plan, sets, config.seed)
+    dataset = PlannedConversations(sets, plan, processor, config.max_length, image_last, views)
     if not config.init_adapter:  # a new projector: standardise the tokens of the images it will see
         calibrate_projector(
             model, [sets[k].example(int(j))[1] for k, j in plan[:CALIBRATION_IMAGES]], processor

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from vlm.lvm.data import square_symmetry
 from vlm.processor import IMAGE_TOKEN, AstroVLMProcessor
 
 
@@ -30,6 +31,9 @@ class DataSource:
     path: str  # a folder from `astrovlm data build` (its shard-*.parquet files)
     weight: float = 1.0  # share of the mixture, relative to the other sources
     kinds: list[str] = field(default_factory=list)  # keep only dialogues made of these kinds ([] = all)
+    # each image turned or mirrored at random (one of the 8 symmetries of the square): only for sets whose
+    # answers do not depend on orientation (classification), never for boxes, positions or descriptions
+    symmetries: bool = False
 
     def __post_init__(self):
         if not self.weight > 0:
@@ -117,6 +121,15 @@ def group_by_length(plan: np.ndarray, sets: list[ConversationSet], slots: int) -
     return grouped
 
 
+def symmetry_views(plan: np.ndarray, sets: list[ConversationSet], seed: int) -> np.ndarray:
+    """(n,) the view of `square_symmetries` each slot's image is shown in: drawn from `seed` for the sets
+    with `symmetries`, 0 (as drawn) for the others; a function of the plan, so a resumed run sees the
+    views an uninterrupted one would."""
+    views = np.random.default_rng([seed, 2]).integers(0, 8, len(plan))
+    views[~np.array([sets[k].source.symmetries for k in plan[:, 0]], dtype=bool)] = 0
+    return views
+
+
 def images_last(turns: list[dict]) -> list[dict]:
     """The LLaVA turns with each turn's "<image>" markers moved after its text ("question\n<image>"), the
     order in which a benchmark can cache the question with the system prompt (vlm/engine.py)."""
@@ -132,7 +145,8 @@ def images_last(turns: list[dict]) -> list[dict]:
 
 class PlannedConversations(Dataset):
     """Slot i of the plan as a processor encoding (input_ids, labels, pixel_values), cut to max_length;
-    where image_last[i], asked with the images after the question (`images_last`)."""
+    where image_last[i], asked with the images after the question (`images_last`); its image in view
+    views[i] of `square_symmetries` (0: as drawn)."""
 
     def __init__(
         self,
@@ -141,9 +155,11 @@ class PlannedConversations(Dataset):
         processor: AstroVLMProcessor,
         max_length: int,
         image_last: np.ndarray | None = None,
+        views: np.ndarray | None = None,
     ):
         self.sets, self.plan, self.processor, self.max_length = sets, plan, processor, max_length
         self.image_last = np.zeros(len(plan), dtype=bool) if image_last is None else image_last
+        self.views = np.zeros(len(plan), dtype=np.int64) if views is None else views
 
     def __len__(self) -> int:
         return len(self.plan)
@@ -153,6 +169,8 @@ class PlannedConversations(Dataset):
         turns, image = self.sets[k].example(int(j))
         if self.image_last[i]:
             turns = images_last(turns)
+        if self.views[i]:
+            image = np.ascontiguousarray(square_symmetry(image, int(self.views[i])))
         encoding = self.processor(turns, images=[image])
         if encoding["input_ids"].shape[1] <= self.max_length:
             return encoding

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from vlm.lvm import LVM, get_config
+from vlm.lvm.data import square_symmetry
 from vlm.lvm.fewshot import (
     FewShotConfig,
     LearnerUnavailable,
@@ -126,6 +127,11 @@ def test_square_symmetries_are_the_eight_distinct_views():
     np.testing.assert_array_equal(views[1][0, :, :, 0], image[0, :, ::-1, 0])  # mirrored
     for one, many in zip(square_symmetries(image[1]), views):  # one image (H, W, C) as in a batch
         np.testing.assert_array_equal(one, many[1])
+    for k, view in enumerate(views):  # one view alone, as training draws them
+        np.testing.assert_array_equal(square_symmetry(image, k), view)
+    for bad in (-1, 8, 2.5):
+        with pytest.raises(ValueError, match="view must be one of 0-7"):
+            square_symmetry(image, bad)
     with pytest.raises(ValueError, match="view_shots"):
         FewShotConfig(view_shots=-1)
 

@@ -18,6 +18,7 @@ from data_builders.build import BuildConfig, build
 from vlm.engine import Engine, EngineConfig
 from vlm.forgetting import general_knowledge, general_knowledge_score
 from vlm.lvm import LVM, get_config
+from vlm.lvm.data import square_symmetry
 from vlm.model import LORA_DIR, PROJECTOR_FILE
 from vlm.processor import AstroVLMProcessor
 from vlm.train import TrainConfig, list_presets, load_config, train
@@ -29,6 +30,7 @@ from vlm.train_data import (
     group_by_length,
     images_last,
     mixture_plan,
+    symmetry_views,
 )
 
 tokenizer = test_vlm_model.tokenizer  # the fixture
@@ -139,6 +141,26 @@ def test_image_last_slots_ask_the_question_before_the_image(tokenizer, sets):
             TrainConfig(out="x", data=[{"path": "x"}], image_last=share)
 
 
+def test_sets_with_symmetries_show_each_image_turned_or_mirrored_and_the_others_as_drawn(tokenizer, sets):
+    turned = ConversationSet(DataSource(str(sets / "radio-b6"), symmetries=True))
+    as_drawn = ConversationSet(DataSource(str(sets / "optical-gmnist")))
+    plan = mixture_plan([turned, as_drawn], n=400, seed=0)
+    views = symmetry_views(plan, [turned, as_drawn], seed=0)
+    assert (views[plan[:, 0] == 1] == 0).all()
+    assert set(views[plan[:, 0] == 0]) == set(range(8))  # every view, drawn per slot
+    np.testing.assert_array_equal(views, symmetry_views(plan, [turned, as_drawn], seed=0))
+    assert (views != symmetry_views(plan, [turned, as_drawn], seed=1)).any()
+
+    processor = AstroVLMProcessor.for_model(tokenizer, tiny_model(tokenizer).config)
+    data = PlannedConversations([turned], np.array([[0, 0], [0, 0]]), processor, 384, views=np.array([0, 3]))
+    first, third = data[0], data[1]
+    torch.testing.assert_close(first["input_ids"], third["input_ids"])  # the same words
+    turns, image = turned.example(0)
+    expected = processor(turns, images=[np.ascontiguousarray(square_symmetry(image, 3))])["pixel_values"]
+    torch.testing.assert_close(third["pixel_values"], expected)
+    assert not torch.equal(third["pixel_values"], first["pixel_values"])
+
+
 def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(parts, sets, tmp_path):
     straight = train(tiny_config(parts, sets, tmp_path / "straight"), progress=False)
     config = tiny_config(parts, sets, tmp_path / "resumed")
@@ -187,12 +209,15 @@ def test_stages_train_what_they_say_and_their_results_load(parts, sets, tmp_path
 def test_export_ships_a_lora_run_in_float16_with_a_model_card(parts, sets, tmp_path):
     from vlm.export import export_adapter
 
-    train(tiny_config(parts, sets, tmp_path / "run", steps=2), progress=False)
+    data = [{"path": str(sets / "radio-b6"), "symmetries": True}, {"path": str(sets / "optical-gmnist")}]
+    train(tiny_config(parts, sets, tmp_path / "run", steps=2, data=data), progress=False)
     shipped = export_adapter(tmp_path / "run", tmp_path / "shipped", quality="| task | lora |")
     assert load_file(shipped / PROJECTOR_FILE)["linear_1.weight"].dtype == torch.float16
     card = (shipped / "README.md").read_text()
     assert "| task | lora |" in card and "steps" in card and "not scored" in card
     assert "50% of the conversations ask with the image after the question" in card
+    assert f"| {sets / 'radio-b6'} | 1 | all | turned or mirrored |" in card
+    assert f"| {sets / 'optical-gmnist'} | 1 | all | as drawn |" in card
 
     vision = LVM.load(parts["vision_tower"])
     load = partial(Engine.load, config=EngineConfig(dtype="float32"), language_model=parts["language_model"], vision_tower=vision)  # fmt: skip

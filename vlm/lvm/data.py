@@ -313,8 +313,15 @@ def square_symmetries(images: np.ndarray) -> list[np.ndarray]:
     """The eight symmetries of the square of (..., H, W, C) images: quarter turns 0-3, each as it is and
     mirrored left-right (so every second one, from the first, is a plain turn); the first is the images
     as they are."""
-    turns = [np.rot90(images, k, axes=(-3, -2)) for k in range(4)]
-    return [view for turned in turns for view in (turned, turned[..., ::-1, :])]
+    return [square_symmetry(images, view) for view in range(8)]
+
+
+def square_symmetry(images: np.ndarray, view: int) -> np.ndarray:
+    """View `view` (0-7) of `square_symmetries`: quarter turns view // 2, mirrored when view is odd."""
+    if view not in range(8):
+        raise ValueError(f"view must be one of 0-7 (the symmetries of the square), got {view!r}")
+    turned = np.rot90(images, view // 2, axes=(-3, -2))
+    return turned[..., ::-1, :] if view % 2 else turned
 
 
 def augment(images: torch.Tensor, generator: torch.Generator, min_area: float = 0.8) -> torch.Tensor:
