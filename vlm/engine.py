@@ -59,7 +59,7 @@ from transformers import DynamicCache, StaticCache
 from data_builders.io import AstroImage, read_image
 from vlm.hardware import native_bf16_cpu
 from vlm.lvm.model import LVM
-from vlm.model import FULL_LM_DIR, LORA_DIR, PROJECTOR_FILE, AstroVLM, build_astrovlm
+from vlm.model import FULL_LM_DIR, LORA_DIR, PROJECTOR_FILE, VISION_DIR, AstroVLM, build_astrovlm
 from vlm.processor import IMAGE_TOKEN, AstroVLMProcessor, parse_message
 from vlm.tool_grammar import ToolCallGrammar, ToolCallGuide
 
@@ -281,6 +281,8 @@ class Engine:
         adapter = Path(adapter_dir) if adapter_dir is not None else DEFAULT_ADAPTER_DIR
         if language_model is None and (adapter / FULL_LM_DIR).is_dir():  # after full fine-tuning
             language_model = adapter / FULL_LM_DIR
+        if vision_tower is None and (adapter / VISION_DIR).is_dir():  # after training the tower
+            vision_tower = LVM.load(adapter / VISION_DIR)
         lora = (adapter / PROJECTOR_FILE).is_file() and (adapter / LORA_DIR).is_dir()
         # LoRA is merged in float32 and the sum cast once: merging into bfloat16 weights rounds twice
         dtype = torch.float32 if lora else DTYPES[config.dtype]

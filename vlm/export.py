@@ -19,7 +19,7 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 
 from vlm.engine import DEFAULT_ADAPTER_DIR
-from vlm.model import FULL_LM_DIR, LORA_DIR, PROJECTOR_FILE
+from vlm.model import FULL_LM_DIR, LORA_DIR, PROJECTOR_FILE, VISION_DIR
 
 RETRAIN = (
     "make vlm-default   # = make vlm-data, then astrovlm train projector-smollm2 --out runs/vlm-stage1, "
@@ -55,6 +55,10 @@ def export_adapter(
         (tmp / LORA_DIR).mkdir()
         shutil.copy(adapter / LORA_DIR / "adapter_config.json", tmp / LORA_DIR / "adapter_config.json")
         _half(adapter / LORA_DIR / "adapter_model.safetensors", tmp / LORA_DIR / "adapter_model.safetensors")
+    if (adapter / VISION_DIR).is_dir():  # the run trained the tower (train_vision)
+        (tmp / VISION_DIR).mkdir()
+        shutil.copy(adapter / VISION_DIR / "config.json", tmp / VISION_DIR / "config.json")
+        _half(adapter / VISION_DIR / "model.safetensors", tmp / VISION_DIR / "model.safetensors")
     for name in ("metrics.json", "train_config.json", "loss.png"):
         if (run / name).is_file():
             shutil.copy(run / name, tmp / name)

@@ -49,6 +49,7 @@ from vlm.processor import IGNORE_INDEX, AstroVLMProcessor, add_image_token
 PROJECTOR_FILE = "projector.safetensors"
 LORA_DIR = "lora"
 FULL_LM_DIR = "language_model"  # in an adapter folder after full fine-tuning: the whole trained LM
+VISION_DIR = "vision_tower"  # in an adapter folder after training the tower (train_vision): the trained LVM
 
 
 class AstroVLMProjector(nn.Module):
@@ -263,9 +264,10 @@ class AstroVLM(PreTrainedModel, GenerationMixin):
         return super().save_pretrained(save_directory, **kwargs)
 
     def save_adapter(self, directory: str | Path) -> Path:
-        """Write what training changes: config.json (to check the fit on loading), the projector and,
-        when the LM is peft-wrapped, its LoRA adapter in lora/. The vision tower and the base LM are not
-        written: they come from their own checkpoints."""
+        """Write what training changes: config.json (to check the fit on loading), the projector,
+        when the LM is peft-wrapped its LoRA adapter in lora/, and when the vision tower trains the tower
+        in vision_tower/. A frozen tower and the base LM are not written: they come from their own
+        checkpoints."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.config.save_pretrained(directory)
@@ -273,6 +275,8 @@ class AstroVLM(PreTrainedModel, GenerationMixin):
         save_file(state, directory / PROJECTOR_FILE, metadata={"format": "pt"})
         if isinstance(self.language_model, PeftModel):
             self.language_model.save_pretrained(directory / LORA_DIR)
+        if any(p.requires_grad for p in self.vision_tower.parameters()):
+            self.vision_tower.save(directory / VISION_DIR)
         return directory
 
     def restore_adapter(self, directory: str | Path, is_trainable: bool = False) -> None:

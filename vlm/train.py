@@ -7,8 +7,8 @@
 A run folder holds train_config.json, log.jsonl (loss, learning rate, tokens/s), loss.png, checkpoint/
 (only the trainable weights, the optimizer, the scheduler and every RNG: rerunning the command resumes
 it exactly), adapter/ (what `Engine.load(adapter_dir=...)` reads: the projector, lora/ or, after full
-fine-tuning, language_model/) and metrics.json, with the general-knowledge score (vlm/forgetting.py)
-before and after training.
+fine-tuning, language_model/, and vision_tower/ when the tower trained) and metrics.json, with the
+general-knowledge score (vlm/forgetting.py) before and after training.
 
 Presets are YAML files in vlm/train_presets/ (`astrovlm train --list`); `--set key=value` overrides any
 field, dots reaching into sub-configs (`--set lora.r=8`). The vision tower stays frozen unless
@@ -163,9 +163,13 @@ def build_trainable(config: TrainConfig):
     from peft import LoraConfig, PeftModel, get_peft_model
 
     from vlm.lvm.model import LVM
-    from vlm.model import LORA_DIR, build_astrovlm
+    from vlm.model import LORA_DIR, VISION_DIR, build_astrovlm
 
-    tower = LVM.load(config.vision_tower) if config.vision_tower else None
+    trained_tower = Path(config.init_adapter or "") / VISION_DIR
+    if config.init_adapter and trained_tower.is_dir():  # a stage before trained the tower: go on from it
+        tower = LVM.load(trained_tower)
+    else:
+        tower = LVM.load(config.vision_tower) if config.vision_tower else None
     model, processor = build_astrovlm(
         config.language_model, tower, vision_stage=config.vision_stage, freeze_vision=not config.train_vision
     )

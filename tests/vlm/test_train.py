@@ -19,9 +19,9 @@ from vlm.engine import Engine, EngineConfig
 from vlm.forgetting import general_knowledge, general_knowledge_score
 from vlm.lvm import LVM, get_config
 from vlm.lvm.data import square_symmetry
-from vlm.model import LORA_DIR, PROJECTOR_FILE
+from vlm.model import LORA_DIR, PROJECTOR_FILE, VISION_DIR
 from vlm.processor import AstroVLMProcessor
-from vlm.train import TrainConfig, list_presets, load_config, train
+from vlm.train import TrainConfig, build_trainable, list_presets, load_config, train
 from vlm.train_data import (
     ConversationSet,
     DataSource,
@@ -266,6 +266,27 @@ def tiny_model_lm(parts):
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(parts["language_model"])
+
+
+def test_a_trained_tower_is_saved_with_the_adapter_loaded_from_it_and_shipped(parts, sets, tmp_path):
+    from vlm.export import export_adapter
+
+    train(tiny_config(parts, sets, tmp_path / "run", steps=2, train_vision=True), progress=False)
+    adapter = tmp_path / "run" / "adapter"
+    trained, start = LVM.load(adapter / VISION_DIR), LVM.load(parts["vision_tower"])
+    name, before = next(iter(start.state_dict().items()))
+    assert not torch.equal(trained.state_dict()[name], before)  # the tower trained and was kept
+
+    engine = Engine.load(adapter, EngineConfig(dtype="float32"), language_model=parts["language_model"])
+    torch.testing.assert_close(engine.model.vision_tower.state_dict()[name], trained.state_dict()[name])
+    shipped = export_adapter(tmp_path / "run", tmp_path / "shipped")
+    assert load_file(shipped / VISION_DIR / "model.safetensors")[name].dtype == torch.float16
+    # a later stage starts from the trained tower, not from the one in its config
+    model, _ = build_trainable(tiny_config(parts, sets, tmp_path / "next", init_adapter=str(adapter)))
+    torch.testing.assert_close(model.vision_tower.state_dict()[name], trained.state_dict()[name])
+    # a frozen tower is not written
+    train(tiny_config(parts, sets, tmp_path / "frozen", steps=1), progress=False)
+    assert not (tmp_path / "frozen" / "adapter" / VISION_DIR).exists()
 
 
 def test_a_run_refuses_to_resume_with_other_settings(parts, sets, tmp_path):
