@@ -37,6 +37,13 @@ def _half(src: Path, dest: Path) -> None:
     save_file(tensors, dest, metadata={"format": "pt"})
 
 
+def _half_folder(src: Path, dest: Path, config: str, weights: str) -> None:
+    """A saved model folder (its config file and safetensors weights) with the weights in float16."""
+    dest.mkdir()
+    shutil.copy(src / config, dest / config)
+    _half(src / weights, dest / weights)
+
+
 def export_adapter(
     run: str | Path, dest: str | Path = DEFAULT_ADAPTER_DIR, quality: str | None = None
 ) -> Path:
@@ -52,13 +59,9 @@ def export_adapter(
     shutil.copy(adapter / "config.json", tmp / "config.json")
     _half(adapter / PROJECTOR_FILE, tmp / PROJECTOR_FILE)
     if (adapter / LORA_DIR).is_dir():  # a projector-only run has none, and an empty folder would not load
-        (tmp / LORA_DIR).mkdir()
-        shutil.copy(adapter / LORA_DIR / "adapter_config.json", tmp / LORA_DIR / "adapter_config.json")
-        _half(adapter / LORA_DIR / "adapter_model.safetensors", tmp / LORA_DIR / "adapter_model.safetensors")
+        _half_folder(adapter / LORA_DIR, tmp / LORA_DIR, "adapter_config.json", "adapter_model.safetensors")
     if (adapter / VISION_DIR).is_dir():  # the run trained the tower (train_vision)
-        (tmp / VISION_DIR).mkdir()
-        shutil.copy(adapter / VISION_DIR / "config.json", tmp / VISION_DIR / "config.json")
-        _half(adapter / VISION_DIR / "model.safetensors", tmp / VISION_DIR / "model.safetensors")
+        _half_folder(adapter / VISION_DIR, tmp / VISION_DIR, "config.json", "model.safetensors")
     for name in ("metrics.json", "train_config.json", "loss.png"):
         if (run / name).is_file():
             shutil.copy(run / name, tmp / name)

@@ -165,11 +165,10 @@ def build_trainable(config: TrainConfig):
     from vlm.lvm.model import LVM
     from vlm.model import LORA_DIR, VISION_DIR, build_astrovlm
 
-    trained_tower = Path(config.init_adapter or "") / VISION_DIR
-    if config.init_adapter and trained_tower.is_dir():  # a stage before trained the tower: go on from it
-        tower = LVM.load(trained_tower)
-    else:
-        tower = LVM.load(config.vision_tower) if config.vision_tower else None
+    tower_dir = config.vision_tower
+    if config.init_adapter and (Path(config.init_adapter) / VISION_DIR).is_dir():
+        tower_dir = Path(config.init_adapter) / VISION_DIR  # a stage before trained the tower: go on from it
+    tower = LVM.load(tower_dir) if tower_dir else None
     model, processor = build_astrovlm(
         config.language_model, tower, vision_stage=config.vision_stage, freeze_vision=not config.train_vision
     )
