@@ -38,6 +38,8 @@ class DataSource:
     def __post_init__(self):
         if not self.weight > 0:
             raise ValueError(f"{self.path}: weight must be > 0, got {self.weight}")
+        if not isinstance(self.symmetries, bool):
+            raise ValueError(f"{self.path}: symmetries must be true or false, got {self.symmetries!r}")
 
 
 def dialogue_kinds(template: str) -> set[str]:

@@ -315,6 +315,8 @@ def test_presets_load_with_overrides_and_bad_configs_fail_clearly(tmp_path):
         ConversationSet(DataSource(str(tmp_path / "nothing")))
     with pytest.raises(ValueError, match="weight must be > 0"):
         DataSource("x", weight=0)
+    with pytest.raises(ValueError, match="symmetries must be true or false"):
+        DataSource("x", symmetries="no")
 
 
 def test_general_knowledge_is_scored_by_option_likelihood(tokenizer):
