@@ -12,8 +12,8 @@ general-knowledge score (vlm/forgetting.py) before and after training.
 
 Presets are YAML files in vlm/train_presets/ (`astrovlm train --list`); `--set key=value` overrides any
 field, dots reaching into sub-configs (`--set lora.r=8`). The vision tower stays frozen unless
-train_vision is set; bf16 autocast is used where the GPU or CPU has bfloat16 units (vlm/hardware.py;
-on CPUs without them it is slower than float32).
+train_vision is set (then at vision_lr, in float32); bf16 autocast is used for the LM where the GPU or CPU
+has bfloat16 units (vlm/hardware.py; on CPUs without them it is slower than float32).
 """
 
 from __future__ import annotations
@@ -94,6 +94,10 @@ class TrainConfig:
     init_adapter: str | None = None  # start from this adapter/ folder, e.g. stage 1's
     lora: LoraSettings = field(default_factory=LoraSettings)
     train_vision: bool = False
+    # The tower's weights move at their own, far lower rate: the images differ in about 3 % of a bottleneck
+    # token's size, the projector divides by that spread, and one Adam step of 2e-6 per weight already
+    # moves the tokens by 0.08 of it (docs/vlm-suite.md, "Training the tower").
+    vision_lr: float = 1e-6
     gradient_checkpointing: bool = False
     bf16: str | bool = "auto"  # "auto": where the GPU or CPU has bf16 units
     log_every: int = 10
@@ -217,11 +221,15 @@ def calibrate_projector(model, images: list, processor) -> None:
 
 
 def param_groups(model, config: TrainConfig) -> list[dict]:
-    """The projector at projector_lr; the LM's (and the tower's) trainable weights at lr."""
+    """The projector at projector_lr, the tower (when it trains) at vision_lr, the LM's trainable
+    weights at lr."""
     projector = [p for p in model.projector.parameters() if p.requires_grad]
-    ids = {id(p) for p in projector}
+    tower = [p for p in model.vision_tower.parameters() if p.requires_grad]
+    ids = {id(p) for p in projector + tower}
     rest = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
     groups = [{"params": projector, "lr": config.projector_lr, "weight_decay": 0.0}]
+    if tower:
+        groups.append({"params": tower, "lr": config.vision_lr, "weight_decay": config.weight_decay})
     if rest:
         groups.append({"params": rest, "lr": config.lr, "weight_decay": config.weight_decay})
     return groups

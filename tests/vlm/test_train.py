@@ -289,6 +289,30 @@ def test_a_trained_tower_is_saved_with_the_adapter_loaded_from_it_and_shipped(pa
     assert not (tmp_path / "frozen" / "adapter" / VISION_DIR).exists()
 
 
+def test_a_training_tower_runs_in_float32_without_stochastic_depth_at_its_own_rate(parts, sets, tmp_path):
+    from vlm.train import param_groups
+
+    LVM(get_config("lvm-tiny-test", drop_path=0.5)).save(tmp_path / "lvm")
+    config = tiny_config(parts, sets, tmp_path / "run", train_vision=True, vision_lr=3e-5)
+    config.vision_tower = str(tmp_path / "lvm")
+    model, _ = build_trainable(config)
+    model.train()
+    assert model.language_model.training and not model.vision_tower.training
+    pixels = torch.rand(2, 3, 32, 32)
+    torch.testing.assert_close(model.get_image_features(pixels), model.get_image_features(pixels))
+    # and in float32 under bfloat16 autocast (training's mixed precision), as the Engine runs it
+    tokens = []
+    model.vision_tower.norm.register_forward_hook(lambda module, args, out: tokens.append(out))
+    with torch.autocast("cpu", torch.bfloat16):
+        model.get_image_features(pixels)
+    model.get_image_features(pixels)
+    torch.testing.assert_close(tokens[0], tokens[1])
+    rates = {id(p): group["lr"] for group in param_groups(model, config) for p in group["params"]}
+    assert {rates[id(p)] for p in model.vision_tower.parameters()} == {3e-5}
+    assert {rates[id(p)] for n, p in model.language_model.named_parameters() if "lora_" in n} == {config.lr}
+    assert {rates[id(p)] for p in model.projector.parameters()} == {config.projector_lr}
+
+
 def test_a_run_refuses_to_resume_with_other_settings(parts, sets, tmp_path):
     train(tiny_config(parts, sets, tmp_path / "run"), stop_after=1, progress=False)
     with pytest.raises(ValueError, match="lr"):
