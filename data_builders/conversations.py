@@ -178,10 +178,15 @@ def _tool(record: Record, family: Family, rng: random.Random) -> tuple[str, list
             }
             for b in record.boxes
         ]
-        result = {"detections": detections}
         counts = {}
         for b in record.boxes:
             counts[b.label] = counts.get(b.label, 0) + 1
+        # the totals first, as the app's detect_sources gives them (app/tools.py)
+        result = {
+            "sources": len(detections),
+            "counts": dict(sorted(counts.items())),
+            "detections": detections,
+        }
         summary = summary_template.format(
             n=len(detections),
             summary=join_phrases(

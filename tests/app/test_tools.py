@@ -1,3 +1,5 @@
+from collections import Counter
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -33,6 +35,8 @@ def test_detect_sources_reports_pixels_sky_and_draws_the_boxes(runner):
     detections = output.result["detections"]
     assert detections and all(d["score"] >= 0.5 for d in detections)
     assert {d["label"] for d in detections} <= {"compact", "extended", "diffuse"}
+    assert output.result["sources"] == len(detections)  # the totals a small model can copy
+    assert output.result["counts"] == Counter(d["label"] for d in detections)
     for d in detections:
         x0, y0, x1, y1 = d["box"]
         assert d["centre"] == pytest.approx([(x0 + x1) / 2, (y0 + y1) / 2], abs=0.11)

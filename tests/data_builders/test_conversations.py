@@ -3,6 +3,7 @@
 import json
 import random
 import re
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -126,7 +127,8 @@ def test_tool_dialogues_call_known_tools_with_valid_json():
                 re.fullmatch(r"<tool_response>(.*)</tool_response>", d.turns[2]["value"]).group(1)
             )
             if call["name"] == "detect_sources":
-                assert len(response["detections"]) == len(record.boxes)
+                assert len(response["detections"]) == len(record.boxes) == response["sources"]
+                assert response["counts"] == Counter(b.label for b in record.boxes)
             if call["name"] == "classify_morphology":
                 probabilities = response["probabilities"]
                 assert max(probabilities, key=probabilities.get) == record.labels[0]
