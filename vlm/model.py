@@ -138,7 +138,7 @@ class AstroVLM(PreTrainedModel, GenerationMixin):
         super().train(mode)
         # The tower always runs as in eval (no stochastic depth), frozen or training: a dropped block moves
         # the bottleneck tokens by many of the projector's standard deviations, so the LM sees noise where
-        # the image was and learns the answers' prior (B2 macro-F1 0.48 -> 0.08 in 100 steps).
+        # the image was (docs/vlm-suite.md, "Training the tower").
         self.vision_tower.eval()
         return self
 
@@ -165,8 +165,8 @@ class AstroVLM(PreTrainedModel, GenerationMixin):
         """(n_images, 3, S, S) in [0, 1] -> (n_images, N, D_lm) projected image tokens."""
         stage = self.config.vision_stage
         # The tower runs in float32 even under bfloat16 autocast, as the Engine runs it: the images differ in
-        # about 3 % of a token's size, and a tower training in bfloat16 changed them by a projector standard
-        # deviation with every rounding its first steps flipped (B2 macro-F1 0.48 -> 0.17 in 100 steps).
+        # about 3 % of a token's size, and in bfloat16 a training tower's first step (6e-8 per weight)
+        # flipped roundings worth 0.2 of a projector standard deviation (docs/vlm-suite.md).
         with (
             torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_vision),
             torch.autocast(pixel_values.device.type, enabled=False),
