@@ -171,7 +171,7 @@ class AstroVLM(PreTrainedModel, GenerationMixin):
             torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_vision),
             torch.autocast(pixel_values.device.type, enabled=False),
         ):
-            tokens = self.vision_tower.encode(pixel_values.float(), stage=stage).tokens  # (n, N, D_vision)
+            tokens = self.vision_tower.encode(pixel_values, stage=stage).tokens  # (n, N, D_vision)
         return self.projector(tokens.float())  # standardised in float32, then cast to the projector's dtype
 
     def merge_image_features(
