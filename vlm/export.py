@@ -61,7 +61,9 @@ def export_adapter(
     if (adapter / LORA_DIR).is_dir():  # a projector-only run has none, and an empty folder would not load
         _half_folder(adapter / LORA_DIR, tmp / LORA_DIR, "adapter_config.json", "adapter_model.safetensors")
     if (adapter / VISION_DIR).is_dir():  # the run trained the tower (train_vision)
-        _half_folder(adapter / VISION_DIR, tmp / VISION_DIR, "config.json", "model.safetensors")
+        # kept in float32: at vision_lr its weights move by ~6e-6, mostly below float16's spacing, so
+        # halving them would undo the training (docs/vlm-suite.md, "Training the tower")
+        shutil.copytree(adapter / VISION_DIR, tmp / VISION_DIR)
     for name in ("metrics.json", "train_config.json", "loss.png"):
         if (run / name).is_file():
             shutil.copy(run / name, tmp / name)
