@@ -3,8 +3,8 @@
     astrovlm export --run runs/vlm-default [--quality table.md] [--out DIR]
 
 The projector and the LoRA weights (if the run trained any) are written in float16 (a 5.3 M-weight r-16
-adapter is 11 MB that way; loading casts them back to the model's float32 before LoRA is merged), with
-the run's config, metrics and loss curve, and a model card: every stage that led to the adapter (a run
+adapter is 11 MB that way; loading casts them back to the model's float32 before LoRA is merged), a
+trained vision tower as it was trained, with the run's config, metrics and loss curve, and a model card: every stage that led to the adapter (a run
 that started from another run's adapter continues it), with its data mixture, steps and time, and the
 scores.
 """
