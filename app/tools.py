@@ -20,7 +20,6 @@ import logging
 import os
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -33,7 +32,7 @@ from app.hitl.tools import HITL_TOOLS, HITLError
 from app.images import ChatImage
 from data_builders.measure import image_stats, significant
 from data_builders.stretch import render_rgb
-from data_builders.tool_specs import ALL_TOOL_SPECS, openai_tools
+from data_builders.tool_specs import ALL_TOOL_SPECS, detect_sources_result, openai_tools
 
 log = logging.getLogger(__name__)
 
@@ -137,12 +136,7 @@ def tool_detect_sources(
         centre = ((d.box[0] + d.box[2]) / 2, (d.box[1] + d.box[3]) / 2)
         detections.append({**d.to_dict(), "centre": [round(v, 1) for v in centre], **_sky(image, *centre)})
     detector = f"Faster R-CNN on the LVM, {image.domain} (vlm.heads.detect)"
-    # The totals come first: a small LM copies a number it can see far more often than it counts a list
-    # (the shipped model named the right total for 16 of 24 simulated fields with them, 4 without:
-    # benchmarks/tool_answers.py)
-    counts = dict(sorted(Counter(d["label"] for d in detections).items()))
-    result = {"sources": len(detections), "counts": counts, "detector": detector, "detections": detections}
-    return result, draw_boxes(image, detections)
+    return detect_sources_result(detections, detector=detector), draw_boxes(image, detections)
 
 
 def tool_classify_morphology(resources: ToolResources, image: ChatImage, scheme: str) -> tuple[dict, object]:

@@ -25,6 +25,7 @@ from data_builders.captions import SINGULAR, caption, join_phrases
 from data_builders.families import Family
 from data_builders.measure import image_stats, significant
 from data_builders.records import Record
+from data_builders.tool_specs import detect_sources_result
 
 IMAGE_TOKEN = "<image>"
 KINDS = ("describe", "classify", "presence", "boxes", "count", "tool")
@@ -178,19 +179,11 @@ def _tool(record: Record, family: Family, rng: random.Random) -> tuple[str, list
             }
             for b in record.boxes
         ]
-        counts = {}
-        for b in record.boxes:
-            counts[b.label] = counts.get(b.label, 0) + 1
-        # the totals first, as the app's detect_sources gives them (app/tools.py)
-        result = {
-            "sources": len(detections),
-            "counts": dict(sorted(counts.items())),
-            "detections": detections,
-        }
+        result = detect_sources_result(detections)
         summary = summary_template.format(
             n=len(detections),
             summary=join_phrases(
-                [f"{n} {SINGULAR.get(k, (k, k))[n != 1]}" for k, n in sorted(counts.items())]
+                [f"{n} {SINGULAR.get(k, (k, k))[n != 1]}" for k, n in result["counts"].items()]
             ),
         )
     elif name == "classify_morphology":
