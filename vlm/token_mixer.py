@@ -111,14 +111,15 @@ def _task_tokens(task, config: MixerPretrainConfig, lvm, standardise, progress: 
     """(tokens (n, N, D) standardised, targets) of one task's images, each in a random one of the eight
     flips and quarter turns, as the VLM's training sets show them."""
     from benchmarks.runner import held_out_image
+    from vlm.lvm.data import square_symmetry
     from vlm.processor import preprocess_images
 
     rng = np.random.default_rng([config.seed, 99])
     images, truths = [], []
     for i in tqdm(range(config.images_per_task), desc=f"mixer {task.id}: images", disable=not progress):
         _, image, labels = held_out_image(task, config.seed, i)
-        image = np.rot90(image, int(rng.integers(4)))
-        images.append(np.ascontiguousarray(image[:, ::-1] if rng.integers(2) else image))
+        turns, mirrored = int(rng.integers(4)), int(rng.integers(2))
+        images.append(np.ascontiguousarray(square_symmetry(image, 2 * turns + mirrored)))
         truths.append(task.truth(labels))
     with torch.inference_mode():
         pixels = preprocess_images(images, lvm.config.img_size)
