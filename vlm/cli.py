@@ -49,8 +49,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     mixer_commands = mixer.add_subparsers(dest="mixer_command", required=True)
     pretrain = mixer_commands.add_parser("pretrain", help="train it on the benchmark families' labels")
     pretrain.add_argument("--out", required=True, help="folder for mixer.safetensors and its report")
-    pretrain.add_argument("--adapter", default="vlm/weights/vlm-adapter",
-                          help="the adapter whose projector standardisation it reads through")  # fmt: skip
+    pretrain.add_argument("--adapter", help="the adapter whose projector standardisation it reads through "
+                          "(default: the shipped vlm/weights/vlm-adapter)")  # fmt: skip
     pretrain.add_argument(
         "--tasks", help="benchmark tasks, comma-separated (default: B1-B6, GalaxyMNIST, LSBG)"
     )

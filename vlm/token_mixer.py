@@ -1,7 +1,7 @@
 """TokenMixer: a small transformer over one image's LVM tokens, pretrained on the benchmark families'
 labels, whose output the projector adds to the LM's image embeddings through a zero-initialised layer.
 
-    mixer, report = pretrain_mixer(MixerPretrainConfig(adapter="vlm/weights/vlm-adapter", out="runs/mixer"))
+    mixer, report = pretrain_mixer(MixerPretrainConfig(out="runs/mixer"))   # through the shipped adapter
     features = mixer(standardised_tokens)        # (n, 16, 192) -> (n, 16, width)
 
 Why: B2's component and peak counts are in the frozen LVM's 16 bottleneck tokens only across tokens and
@@ -95,7 +95,9 @@ def load_mixer(directory: str | Path) -> TokenMixer:
 @dataclass
 class MixerPretrainConfig:
     out: str
-    adapter: str = "vlm/weights/vlm-adapter"  # whose projector's standardisation the mixer reads through
+    adapter: str | None = (
+        None  # whose projector's standardisation the mixer reads through; None: the shipped one
+    )
     tasks: tuple[str, ...] = DEFAULT_TASKS
     images_per_task: int = 6000
     held_out: float = 0.1  # share of each task's images kept out of training to report macro-F1 on
@@ -105,6 +107,23 @@ class MixerPretrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.05
     mixer: MixerConfig = field(default_factory=MixerConfig)
+
+    def __post_init__(self):
+        if isinstance(self.mixer, dict):
+            self.mixer = MixerConfig(**self.mixer)
+        self.tasks = tuple(self.tasks)
+        if not self.tasks:
+            raise ValueError("MixerPretrainConfig.tasks is empty: name at least one benchmark task")
+        for name in ("images_per_task", "epochs", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"MixerPretrainConfig.{name} must be an int >= 1, got {value!r}")
+        cut = int(self.images_per_task * (1 - self.held_out)) if 0 < self.held_out < 1 else 0
+        if not 0 < cut < self.images_per_task:  # both sides of the split need images
+            raise ValueError(
+                f"images_per_task={self.images_per_task} with held_out={self.held_out} leaves no images to "
+                "train on or none to score: give more images or a held_out share inside (0, 1)"
+            )
 
 
 def _task_tokens(task, config: MixerPretrainConfig, lvm, standardise, progress: bool):
@@ -145,14 +164,16 @@ def pretrain_mixer(config: MixerPretrainConfig, progress: bool = True) -> tuple[
     """Train a TokenMixer with one linear head per task on its mean-pooled output; the heads are thrown
     away. Returns the mixer and a report (held-out macro-F1 per task), both saved in config.out."""
     from benchmarks.tasks import load_task
+    from vlm.engine import DEFAULT_ADAPTER_DIR
     from vlm.lvm.shipped import load_default
+    from vlm.model import PROJECTOR_FILE
 
     torch.manual_seed(config.seed)
     start = time.perf_counter()
-    projector = load_file(Path(config.adapter) / "projector.safetensors")
+    tasks = [load_task(t) for t in config.tasks]  # a misspelt task fails before any work
+    projector = load_file(Path(config.adapter or DEFAULT_ADAPTER_DIR) / PROJECTOR_FILE)
     mean, std = projector["feature_mean"].float(), projector["feature_std"].float()
     lvm = load_default().eval()
-    tasks = [load_task(t) for t in config.tasks]
     splits = {}
     for task in tasks:
         tokens, targets = _task_tokens(task, config, lvm, lambda t: (t - mean) / std, progress)

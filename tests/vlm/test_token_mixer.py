@@ -84,6 +84,23 @@ def test_a_mixer_that_does_not_fit_is_refused(tokenizer):
         MixerConfig(layers=0)
 
 
+def test_pretraining_settings_that_cannot_train_or_score_are_refused_before_any_work(tmp_path):
+    out = str(tmp_path / "mixer")
+    with pytest.raises(ValueError, match="no images to train on or none to score"):
+        MixerPretrainConfig(out=out, images_per_task=1)
+    with pytest.raises(ValueError, match="no images to train on or none to score"):
+        MixerPretrainConfig(out=out, held_out=0.0)
+    with pytest.raises(ValueError, match="tasks is empty"):
+        MixerPretrainConfig(out=out, tasks=())
+    with pytest.raises(ValueError, match="epochs"):
+        MixerPretrainConfig(out=out, epochs=0)
+    with pytest.raises(ValueError, match="unknown benchmark task"):
+        pretrain_mixer(MixerPretrainConfig(out=out, tasks=("b9",)), progress=False)
+    with pytest.raises(FileNotFoundError, match="projector.safetensors"):
+        pretrain_mixer(MixerPretrainConfig(out=out, adapter=str(tmp_path / "nowhere")), progress=False)
+    assert not (tmp_path / "mixer").exists()  # nothing written
+
+
 def test_training_joins_a_pretrained_mixer_keeps_it_frozen_and_the_engine_loads_the_result(
     parts, sets, tmp_path
 ):
